@@ -1,0 +1,229 @@
+"""Typed run configuration, loaded from YAML with `key=value` overrides.
+
+Every run directory stores the resolved config; config + seed reproduce the run.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class LoraConfig(_Strict):
+    r: int = Field(16, gt=0)
+    alpha: int = Field(32, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+
+
+class ModelConfig(_Strict):
+    """A model: a `tiny-*` preset, `smollm2-135m-instruct`, or a Hugging Face id / local path."""
+
+    name: str
+    lora: LoraConfig | None = None
+    dtype: Literal["float32", "bfloat16"] = "float32"
+
+
+class TrainConfig(_Strict):
+    """One supervised phase: AdamW, linear warmup then cosine decay, fresh optimizer each phase."""
+
+    steps: int = Field(ge=0)
+    batch_size: int = Field(64, gt=0)
+    lr: float = Field(3e-3, gt=0)
+    warmup: float = Field(0.05, ge=0, le=1)
+    weight_decay: float = Field(0.01, ge=0)
+
+
+class MathMixConfig(_Strict):
+    """Digit ranges (inclusive) per split: clients see short operands, tests and the server longer ones."""
+
+    client_digits: tuple[int, int] = (2, 3)
+    server_digits: tuple[int, int] = (2, 5)
+    public_digits: tuple[int, int] = (2, 5)
+    test_digits: tuple[int, int] = (2, 5)
+
+
+class DataConfig(_Strict):
+    source: Literal["math-mix", "gsm-symbolic", "gsm8k", "mathinstruct"] = "math-mix"
+    path: str | None = Field(None, description="data file for the gsm8k / mathinstruct sources")
+    domains: list[str] | None = Field(
+        None, description="math-mix task names or gsm-symbolic template indices; None = all"
+    )
+    partition: Literal["domain", "dirichlet"] = "domain"
+    dirichlet_alpha: float = Field(0.5, gt=0)
+    client_domains: list[list[str]] | None = Field(
+        None, description="with partition=domain: the domains of each client; None = round-robin"
+    )
+    client_train: int = Field(1200, gt=0)
+    client_test: int = Field(250, gt=0)
+    public: int = Field(3000, gt=0)
+    server_corpus: int = Field(3000, gt=0)
+    global_test_per_domain: int = Field(250, gt=0)
+    math_mix: MathMixConfig = MathMixConfig()
+
+    @model_validator(mode="after")
+    def _file_sources_need_path(self) -> DataConfig:
+        if self.source in ("gsm8k", "mathinstruct") and not self.path:
+            raise ValueError(f"data.path is required for data.source={self.source}")
+        return self
+
+
+class ParticipantConfig(_Strict):
+    model: ModelConfig
+    base: TrainConfig = Field(description="round-0 preparation on own data (cached)")
+
+
+class RoundConfig(_Strict):
+    """What happens in every collaboration round."""
+
+    local: TrainConfig = TrainConfig(steps=100)
+    transfer: TrainConfig = TrainConfig(steps=300)
+    transfer_local_fraction: float = Field(
+        0.25, ge=0, lt=1, description="share of each transfer batch drawn from the learner's own data"
+    )
+    server_local: TrainConfig = TrainConfig(steps=0)
+    candidates: int = Field(600, gt=0, description="public samples offered per round (m)")
+    paths_per_question: int = Field(1, gt=0, description="paths the teacher generates per question (n)")
+    temperature: float = Field(0.0, ge=0, description="0 = greedy paths")
+    max_new_tokens: int = Field(80, gt=0)
+
+
+class LadaConfig(_Strict):
+    """The LaDa plug-in (used by `*+lada` methods). Ablations are values here, not code forks."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+
+    filter: Literal["eenet", "random", "loss", "none"] = "eenet"
+    loss: Literal["dard", "sft"] = "dard"
+    ref: Literal["teacher", "self", "none"] = "teacher"
+    budget: int = Field(150, gt=0, description="b: samples each client learns from per round (down)")
+    up_budget: int = Field(100, gt=0, description="b': samples the server learns from per client (up)")
+    alpha: float = Field(0.1, ge=0, description="exploration weight in f1 + alpha * f2")
+    beta: float = Field(0.1, gt=0, description="DARD inverse temperature")
+    lambda_: float = Field(1.0, ge=0, alias="lambda", description="weight of the SFT term on y+")
+    length_normalize: bool = True
+    label_smoothing: float = Field(0.0, ge=0, lt=0.5)
+    embedding_dim: int = Field(16, gt=0, description="random projection of question embeddings")
+    student_temperature: float = Field(0.0, ge=0, description="learner paths (rejected side); 0 = greedy")
+    local_pairs: int = Field(64, ge=0, description="pairs from own data (gold vs own wrong path) per round")
+
+
+class RuntimeConfig(_Strict):
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int = Field(0, ge=0, description="torch CPU threads; 0 = all cores")
+    eval_batch_size: int = Field(256, gt=0)
+    cache_dir: str | None = Field(None, description="base-model cache; default ~/.cache/fedlada")
+
+
+class RunConfig(_Strict):
+    name: str = "run"
+    seed: int = 0
+    method: str = "standalone"
+    rounds: int = Field(3, ge=0)
+    data: DataConfig = DataConfig()
+    server: ParticipantConfig
+    clients: list[ParticipantConfig] = Field(min_length=1)
+    round: RoundConfig = RoundConfig()
+    lada: LadaConfig = LadaConfig()
+    runtime: RuntimeConfig = RuntimeConfig()
+
+    @model_validator(mode="after")
+    def _check(self) -> RunConfig:
+        from fedlada.hosts import HOSTS  # late: hosts import config
+
+        if self.method not in HOSTS:
+            raise ValueError(f"method: unknown {self.method!r}; choose one of {', '.join(sorted(HOSTS))}")
+        cd = self.data.client_domains
+        if cd is not None and len(cd) != len(self.clients):
+            raise ValueError(f"data.client_domains has {len(cd)} entries for {len(self.clients)} clients")
+        return self
+
+
+class ConfigError(ValueError):
+    """A config problem, phrased as one line that names the key."""
+
+
+def _parse_value(text: str):
+    return yaml.safe_load(text) if text.strip() else ""
+
+
+def apply_override(raw: dict, assignment: str) -> None:
+    """Apply `a.b.0.c=value` to a nested dict/list structure (value parsed as YAML)."""
+    if "=" not in assignment:
+        raise ConfigError(f"--set {assignment!r}: expected key=value")
+    key, value = assignment.split("=", 1)
+    parts = key.strip().split(".")
+    node = raw
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(f"{key}: {part!r} is not an index of a list of {len(node)}")
+            idx = int(part)
+            if last:
+                node[idx] = _parse_value(value)
+            else:
+                node = node[idx]
+        else:
+            if last:
+                node[part] = _parse_value(value)
+            else:
+                node = node.setdefault(part, {})
+                if node is None:
+                    raise ConfigError(f"{key}: {part} is null")
+
+
+def _format_error(err: ValidationError) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "config"
+    msg = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    extra = f" (and {err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    return f"{loc}: {msg}{extra}"
+
+
+def config_from_dict(raw: dict) -> RunConfig:
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_error(err)) from None
+
+
+PACKAGED_CONFIGS = Path(__file__).parent / "configs"
+
+
+def resolve_config_path(name_or_path: str | None) -> Path:
+    """A YAML path, or the name of a packaged config (`quickstart`)."""
+    if name_or_path is None:
+        name_or_path = "quickstart"
+    path = Path(name_or_path)
+    if path.exists():
+        return path
+    packaged = PACKAGED_CONFIGS / f"{name_or_path.removesuffix('.yaml')}.yaml"
+    if packaged.exists():
+        return packaged
+    known = ", ".join(sorted(p.stem for p in PACKAGED_CONFIGS.glob("*.yaml")))
+    raise ConfigError(f"config {name_or_path!r}: no such file or packaged config ({known})")
+
+
+def load_config(name_or_path: str | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    path = resolve_config_path(name_or_path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: invalid YAML ({err.__class__.__name__})") from None
+    for assignment in overrides:
+        apply_override(raw, assignment)
+    return config_from_dict(raw)
+
+
+def dump_config(cfg: RunConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json", by_alias=True), sort_keys=False)

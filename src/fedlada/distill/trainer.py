@@ -1,0 +1,100 @@
+"""The DARD training phase: the shared optimizer/schedule of `fedlada.models`, with the DARD objective.
+
+Pairs come in two kinds. Exchanged pairs (public question; chosen = the other side's correct path,
+rejected = the learner's wrong path) use the configured reference: `teacher` — log-probs the other
+side computed with its own model and tokenizer —, `self` (the learner frozen at the start of the
+phase: plain DPO) or `none`. Local pairs (own question; chosen = gold solution) must never leave
+the learner, so under `ref=teacher` they fall back to the frozen learner as reference.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from fedlada.config import LadaConfig, TrainConfig
+from fedlada.distill.dard import PathLogps, dard_objective
+from fedlada.models.training import GRAD_CLIP, make_optimizer
+from fedlada.seeding import derive_seed
+
+TextPair = tuple[str, str, "str | None"]  # (prompt, chosen, rejected or None for SFT-only)
+Ref = tuple[float, int, float, int]  # (chosen logp, chosen tokens, rejected logp, rejected tokens)
+
+
+def _frozen_refs(lm, pairs: list[TextPair], batch_size: int = 256) -> list[Ref]:
+    prompts = [p[0] for p in pairs]
+    c, cn = lm.sequence_logprobs(prompts, [p[1] for p in pairs], batch_size=batch_size)
+    r, rn = lm.sequence_logprobs(prompts, [p[2] or "" for p in pairs], batch_size=batch_size)
+    return [(float(a), int(b), float(x), int(y)) for a, b, x, y in zip(c, cn, r, rn)]
+
+
+def train_dard(lm, pairs: list[TextPair], refs: list[Ref | None] | None, local: list[TextPair], cfg: TrainConfig,
+               lada: LadaConfig, *, seed: int) -> dict[str, float]:
+    """`cfg.steps` AdamW steps on the DARD objective over exchanged + local pairs; returns the phase's stats.
+
+    `refs[i]` is the teacher reference of `pairs[i]` (None where the pair has no rejected path or
+    where the caller has none); missing references are the frozen learner's, or zeros for `ref=none`.
+    """
+    allpairs = list(pairs) + list(local)
+    if cfg.steps == 0 or not allpairs:
+        return {"seconds/dard": 0.0}
+    start = time.perf_counter()
+    refs = list(refs) if refs is not None else [None] * len(pairs)
+    refs += [None] * len(local)
+    if lada.ref == "none":
+        table = [(0.0, 1, 0.0, 1)] * len(allpairs)
+    else:
+        need = [i for i, r in enumerate(refs) if r is None or lada.ref == "self"]
+        frozen = dict(zip(need, _frozen_refs(lm, [allpairs[i] for i in need]))) if need else {}
+        table = [frozen.get(i, refs[i]) for i in range(len(allpairs))]
+    ref_t = torch.tensor([[r[0], r[1], r[2], r[3]] for r in table], dtype=torch.float32, device=lm.device)
+    has_rej = torch.tensor([p[2] is not None for p in allpairs], device=lm.device)
+
+    opt, sched = make_optimizer(lm, cfg)
+    params = [p for group in opt.param_groups for p in group["params"]]
+    gen = torch.Generator().manual_seed(derive_seed(seed, "dard-batches"))
+    totals: dict[str, float] = {}
+    pool: list[int] = []
+    lm.model.train()
+    try:
+        for _ in range(cfg.steps):
+            while len(pool) < min(cfg.batch_size, len(allpairs)):
+                pool += torch.randperm(len(allpairs), generator=gen).tolist()
+            idx, pool = pool[: cfg.batch_size], pool[cfg.batch_size :]
+            batch = [allpairs[i] for i in idx]
+            prompts = [p[0] for p in batch]
+            pc, pcn = lm.sequence_logprobs(prompts, [p[1] for p in batch], batch_size=len(batch), grad=True)
+            rej = [i for i, p in enumerate(batch) if p[2] is not None]
+            pr = torch.zeros_like(pc)
+            prn = torch.ones_like(pcn)
+            if rej:
+                lp, n = lm.sequence_logprobs([prompts[i] for i in rej], [batch[i][2] for i in rej], batch_size=len(rej), grad=True)
+                pos = torch.tensor(rej, device=lm.device)
+                pr = pr.index_put((pos,), lp)
+                prn = prn.index_put((pos,), n)
+            r = ref_t[idx]
+            loss, stats = dard_objective(
+                PathLogps(pc, pcn, pr, prn), PathLogps(r[:, 0], r[:, 1], r[:, 2], r[:, 3]), has_rej[idx],
+                beta=lada.beta, lam=lada.lambda_, label_smoothing=lada.label_smoothing,
+                length_normalize=lada.length_normalize,
+            )
+            loss = loss.mean()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, GRAD_CLIP)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            for k, v in stats.items():
+                if v == v:  # skip NaN (no contrastive pair in the batch)
+                    totals[k] = totals.get(k, 0.0) + v
+                    totals[f"_n_{k}"] = totals.get(f"_n_{k}", 0.0) + 1
+            totals["loss"] = totals.get("loss", 0.0) + loss.item()
+    finally:
+        lm.model.eval()
+    out = {"seconds/dard": time.perf_counter() - start, "loss/dard": totals["loss"] / cfg.steps,
+           "dard/pairs": float(int(has_rej.sum())), "dard/sft_only": float(len(allpairs) - int(has_rej.sum()))}
+    for k in ("pref_acc", "margin", "dard", "sft"):
+        if totals.get(f"_n_{k}"):
+            out[f"dard/{k}"] = totals[k] / totals[f"_n_{k}"]
+    return out

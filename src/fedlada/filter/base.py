@@ -1,0 +1,177 @@
+"""The selector interface of LaDa's learnability-aware data filter, and the ablation baselines.
+
+One selector instance serves one (LLM, SLM) pair in one direction (DESIGN 3): what a 56k-parameter
+client can absorb from the server differs from what the server can absorb from it, so the two
+directions and the pairs never share reward history.
+
+Selectors see only a feature matrix (one row per candidate, DESIGN 3.1) and scalar rewards, so the
+same code serves both directions and every host; the caller maps positions back to sample ids.
+Baselines that need side information the features do not carry receive it through `aux`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+import numpy as np
+
+
+@dataclass
+class Selection:
+    """What a selector chose, in the order it prefers them (best first).
+
+    `f1` / `f2` are EE-Net's predicted reward and potential gain, kept per row so the run can log how
+    well the filter predicts the rewards it later observes; they are NaN for selectors without them.
+    """
+
+    indices: np.ndarray
+    score: np.ndarray
+    f1: np.ndarray
+    f2: np.ndarray
+
+
+class Selector(Protocol):
+    name: str
+
+    def select(
+        self, features: np.ndarray, budget: int, *, aux: dict[str, np.ndarray] | None = None
+    ) -> Selection: ...
+
+    def update(self, features: np.ndarray, rewards: np.ndarray) -> dict: ...
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+def check_features(features: np.ndarray, n_features: int) -> np.ndarray:
+    """Fail early on a feature matrix of the wrong shape: a silently mis-shaped matrix would train the
+    filter on garbage for the rest of the run."""
+    x = np.asarray(features, dtype=np.float64)
+    if x.ndim != 2 or x.shape[1] != n_features:
+        raise ValueError(f"features: expected shape (n, {n_features}), got {x.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError("features: non-finite values")
+    return x
+
+
+def _no_scores(k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    nan = np.full(k, np.nan)
+    return nan, nan.copy(), nan.copy()
+
+
+def _check_kind(state: dict, kind: str) -> None:
+    if state.get("kind") != kind:
+        raise ValueError(f"state of a {state.get('kind')!r} selector given to a {kind!r} selector")
+
+
+class RandomSelector:
+    """Ablation `filter=random`: uniform without replacement, from the selector's own generator so a
+    resumed run draws exactly what an uninterrupted one would."""
+
+    name = "random"
+
+    def __init__(self, n_features: int, *, seed: int):
+        self.n_features = n_features
+        self._rng = np.random.default_rng(seed)
+
+    def select(self, features, budget, *, aux=None):
+        n = len(check_features(features, self.n_features))
+        k = max(0, min(budget, n))
+        indices = self._rng.choice(n, size=k, replace=False)
+        score, f1, f2 = _no_scores(k)
+        return Selection(indices, score, f1, f2)
+
+    def update(self, features, rewards):
+        return {}
+
+    def state_dict(self):
+        return {"kind": self.name, "rng": self._rng.bit_generator.state}
+
+    def load_state_dict(self, state):
+        _check_kind(state, self.name)
+        self._rng.bit_generator.state = state["rng"]
+
+
+class LossSelector:
+    """Ablation `filter=loss`: the candidates whose teacher path the learner finds least likely
+    (highest per-token NLL, `aux["learner_nll"]`) — the fixed "learn from what you get wrong" rule
+    that the learned filter must beat (FINDINGS: hardest-half-by-NLL was a strong fixed rule)."""
+
+    name = "loss"
+
+    def __init__(self, n_features: int):
+        self.n_features = n_features
+
+    def select(self, features, budget, *, aux=None):
+        n = len(check_features(features, self.n_features))
+        if aux is None or "learner_nll" not in aux:
+            raise ValueError("the 'loss' selector needs aux['learner_nll']")
+        nll = np.asarray(aux["learner_nll"], dtype=np.float64)
+        if nll.shape != (n,):
+            raise ValueError(f"aux['learner_nll']: expected shape ({n},), got {nll.shape}")
+        k = max(0, min(budget, n))
+        indices = np.argsort(-nll, kind="stable")[:k]
+        _, f1, f2 = _no_scores(k)
+        return Selection(indices, nll[indices], f1, f2)
+
+    def update(self, features, rewards):
+        return {}
+
+    def state_dict(self):
+        return {"kind": self.name}
+
+    def load_state_dict(self, state):
+        _check_kind(state, self.name)
+
+
+class AllSelector:
+    """Ablation `filter=none`: every candidate, the budget ignored — indiscriminate distillation."""
+
+    name = "none"
+
+    def __init__(self, n_features: int):
+        self.n_features = n_features
+
+    def select(self, features, budget, *, aux=None):
+        n = len(check_features(features, self.n_features))
+        score, f1, f2 = _no_scores(n)
+        return Selection(np.arange(n), score, f1, f2)
+
+    def update(self, features, rewards):
+        return {}
+
+    def state_dict(self):
+        return {"kind": self.name}
+
+    def load_state_dict(self, state):
+        _check_kind(state, self.name)
+
+
+def make_selector(
+    kind: Literal["eenet", "random", "loss", "none"],
+    n_features: int,
+    *,
+    seed: int,
+    alpha: float,
+    hidden: int = 64,
+    lr: float = 1e-2,
+    steps: int = 100,
+    replay: int = 4096,
+) -> Selector:
+    """The selector of an ablation config. `alpha`, `hidden`, `lr`, `steps` and `replay` only concern
+    `eenet` (see `EENetSelector`); the baselines accept and ignore them so one call site serves all."""
+    if kind == "eenet":
+        from fedlada.filter.eenet import EENetSelector  # eenet imports this module
+
+        return EENetSelector(
+            n_features, seed=seed, alpha=alpha, hidden=hidden, lr=lr, steps=steps, replay=replay
+        )
+    if kind == "random":
+        return RandomSelector(n_features, seed=seed)
+    if kind == "loss":
+        return LossSelector(n_features)
+    if kind == "none":
+        return AllSelector(n_features)
+    raise ValueError(f"unknown selector kind {kind!r}; choose eenet, random, loss or none")

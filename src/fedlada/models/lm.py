@@ -1,0 +1,225 @@
+"""`LM`: the one model object the rest of fedlada uses (a Hugging Face causal LM, its tokenizer, a device).
+
+Everything LaDa needs from a model is text in, text out (`generate`) and teacher-forced sequence
+log-probabilities of a completion given a prompt (`sequence_logprobs`). Both work on strings and on each
+model's own tokenizer, so heterogeneous models never need aligned vocabularies (DESIGN 3.4).
+
+Sequence layout, shared by scoring and training: `[bos] + tokens(prompt) + tokens(completion) + [eos]`,
+with prompt and completion tokenized separately so that no token straddles the boundary and the
+completion tokens are the same whatever the prompt. The eos is scored because a model must also learn
+where a reasoning path ends. Generation conditions on `[bos] + tokens(prompt)`, the same prefix.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.nn.utils.rnn import pad_sequence
+from transformers import PreTrainedTokenizerBase
+
+META_FILE = "fedlada.json"
+
+
+def _chunks(items: Sequence[int], size: int) -> Iterator[Sequence[int]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class LM:
+    """A causal LM with its tokenizer.
+
+    `name` identifies the model (a preset name, `smollm2-135m-instruct`, a HF id) and survives save/load.
+    `dtype="bfloat16"` runs forward passes under bf16 autocast while weights (and optimizer state) stay
+    fp32: on CPUs with AMX and on GPUs that is 2-3x faster at a small, measured cost in precision.
+    `base` is set for PEFT models only: the `{"name", "seed"}` that rebuild the frozen base model, so that a
+    save holds only the adapters. The model is kept in eval mode; trainers switch to train mode and back.
+    """
+
+    def __init__(self, model, tokenizer: PreTrainedTokenizerBase, *, name: str, dtype: str = "float32",
+                 base: dict | None = None):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.name = name
+        self.dtype = dtype
+        self.base = base
+        eos = tokenizer.eos_token_id
+        if eos is None:
+            raise ValueError(f"{name}: the tokenizer has no eos token, so paths could not end")
+        self.eos_id = eos
+        self.bos_id = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else eos
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos
+
+    def __repr__(self) -> str:
+        return f"LM({self.name!r}, {self.num_parameters:,} parameters, {self.device}, {self.dtype})"
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def num_parameters(self) -> int:
+        """All parameters, frozen ones included (tied embeddings counted once)."""
+        return sum(p.numel() for p in self.model.parameters())
+
+    def _autocast(self):
+        if self.dtype == "bfloat16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return nullcontext()
+
+    def _token_ids(self, texts: list[str]) -> list[list[int]]:
+        return self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+
+    # ---------------------------------------------------------------- generation
+
+    def generate(self, prompts: list[str], max_new_tokens: int, *, temperature: float = 0.0,
+                 num_return_sequences: int = 1, batch_size: int = 256, seed: int | None = None) -> list[str]:
+        """Completions (prompt stripped, cut at eos), `num_return_sequences` consecutive ones per prompt.
+
+        Greedy when `temperature == 0` (the copies are then identical), else plain temperature sampling
+        (no top-k / top-p), reproducible for a given `seed` and batch layout; `seed=None` draws from the
+        global RNG. `batch_size` counts sequences. Prompts are sorted by length so that each batch carries
+        little left padding; HF `generate` derives positions from the attention mask, which was checked
+        to match unbatched generation for Llama and GPT-2 (tests/test_models_lm.py).
+        """
+        sampling = temperature > 0
+        copies = num_return_sequences if sampling else 1
+        prefixes = [[self.bos_id] + ids for ids in self._token_ids(prompts)]
+        order = sorted(range(len(prompts)), key=lambda i: len(prefixes[i]))
+        texts: list[list[str]] = [[] for _ in prompts]
+        options = dict(do_sample=sampling, num_return_sequences=copies, pad_token_id=self.pad_id,
+                       eos_token_id=self.eos_id, max_new_tokens=max_new_tokens)
+        if sampling:
+            options.update(temperature=temperature, top_k=0, top_p=1.0)
+        with self._seeded(seed), torch.inference_mode(), self._autocast():
+            for chunk in _chunks(order, max(1, batch_size // copies)):
+                width = max(len(prefixes[i]) for i in chunk)
+                ids = torch.full((len(chunk), width), self.pad_id, dtype=torch.long)
+                mask = torch.zeros((len(chunk), width), dtype=torch.long)
+                for row, i in enumerate(chunk):
+                    ids[row, width - len(prefixes[i]):] = torch.tensor(prefixes[i])
+                    mask[row, width - len(prefixes[i]):] = 1
+                out = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                                          **options)
+                decoded = self._decode(out[:, width:].tolist())
+                for row, i in enumerate(chunk):
+                    texts[i] = decoded[row * copies : (row + 1) * copies]
+        if not sampling:
+            texts = [t * num_return_sequences for t in texts]
+        return [t for per_prompt in texts for t in per_prompt]
+
+    def _decode(self, rows: list[list[int]]) -> list[str]:
+        cut = [row[: row.index(self.eos_id)] if self.eos_id in row else row for row in rows]
+        return self.tokenizer.batch_decode(cut, skip_special_tokens=True)
+
+    @contextmanager
+    def _seeded(self, seed: int | None):
+        """Seed the global RNG (which HF sampling draws from) for this call only."""
+        if seed is None:
+            yield
+            return
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            if devices:
+                torch.cuda.manual_seed(seed)
+            else:
+                torch.default_generator.manual_seed(seed)
+            yield
+
+    # ---------------------------------------------------------------- scoring
+
+    def _encode_pairs(self, prompts: list[str], completions: list[str]) -> tuple[list[torch.Tensor], list[int]]:
+        """Token sequences and, per sequence, the index of its first completion token."""
+        if len(prompts) != len(completions):
+            raise ValueError(f"{len(prompts)} prompts for {len(completions)} completions")
+        seqs, starts = [], []
+        for p, c in zip(self._token_ids(prompts), self._token_ids(completions), strict=True):
+            seqs.append(torch.tensor([self.bos_id, *p, *c, self.eos_id]))
+            starts.append(1 + len(p))
+        return seqs, starts
+
+    def _logprobs(self, seqs: list[torch.Tensor], starts: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Summed completion log-probs and token counts for one batch (the only place that masks them).
+
+        Right padding with explicit positions (count of real tokens before each one) makes every row
+        exactly what it would be alone, whatever the batch it shares.
+        """
+        device = self.device
+        ids = pad_sequence(seqs, batch_first=True, padding_value=self.pad_id).to(device)
+        lengths = torch.tensor([len(s) for s in seqs], device=device)
+        pos = torch.arange(ids.shape[1], device=device)
+        mask = (pos[None] < lengths[:, None]).long()
+        position_ids = (mask.cumsum(1) - 1).clamp(min=0)
+        with self._autocast():
+            logits = self.model(input_ids=ids, attention_mask=mask, position_ids=position_ids).logits
+        # logits[:, t] predicts token t + 1; score the tokens from the first completion token to eos.
+        nxt = pos[None, 1:]
+        scored = (nxt >= torch.tensor(starts, device=device)[:, None]) & (nxt < lengths[:, None])
+        token_lp = -F.cross_entropy(logits[:, :-1][scored].float(), ids[:, 1:][scored], reduction="none")
+        rows = torch.arange(len(seqs), device=device)[:, None].expand_as(scored)[scored]
+        sums = torch.zeros(len(seqs), device=device).index_add(0, rows, token_lp)
+        return sums, scored.sum(1)
+
+    def sequence_logprobs(self, prompts: list[str], completions: list[str], *, batch_size: int = 256,
+                          grad: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(sum of log p(completion tokens + eos | prompt), number of those tokens)` per pair, on `device`.
+
+        With `grad=True` the sums carry autograd (for SFT and DARD losses) and batches follow the input
+        order; otherwise it runs under inference mode, batches sorted by length to limit padding.
+        """
+        seqs, starts = self._encode_pairs(prompts, completions)
+        if grad:
+            parts = [self._logprobs(seqs[i : i + batch_size], starts[i : i + batch_size])
+                     for i in range(0, len(seqs), batch_size)]
+            return torch.cat([s for s, _ in parts]), torch.cat([c for _, c in parts])
+        order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+        sums, counts = [], []
+        with torch.inference_mode():
+            for chunk in _chunks(order, batch_size):
+                s, c = self._logprobs([seqs[i] for i in chunk], [starts[i] for i in chunk])
+                sums.append(s)
+                counts.append(c)
+            restore = torch.argsort(torch.tensor(order, device=self.device))
+            sums = torch.cat(sums)[restore] if sums else torch.zeros(0, device=self.device)
+            counts = torch.cat(counts)[restore] if counts else torch.zeros(0, dtype=torch.long, device=self.device)
+        # Clones made outside inference mode are ordinary tensors, usable next to autograd ones (DARD refs).
+        return sums.clone(), counts.clone()
+
+    # ---------------------------------------------------------------- persistence
+
+    def save(self, directory: str | Path) -> None:
+        """Safetensors weights (only the adapters of a PEFT model), tokenizer and `fedlada.json`."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(directory)
+        self.tokenizer.save_pretrained(directory)
+        meta = {"name": self.name, "dtype": self.dtype, "base": self.base}
+        (directory / META_FILE).write_text(json.dumps(meta, indent=1) + "\n")
+
+    @classmethod
+    def load(cls, directory: str | Path, device: str | torch.device = "cpu") -> LM:
+        """What `save` wrote, with its dtype (same as `load_model(ModelConfig(name=str(directory)))`)."""
+        from fedlada.config import ModelConfig
+        from fedlada.models.loading import load_model
+
+        meta = json.loads((Path(directory) / META_FILE).read_text())
+        return load_model(ModelConfig(name=str(directory), dtype=meta["dtype"]), device=device)
+
+    def state_dict_cpu(self) -> dict[str, torch.Tensor]:
+        """CPU copies of the trainable weights (the adapters of a PEFT model): what FedAvg averages and
+        what a weight-exchanging host sends. Cheaper than a save when the model object stays alive."""
+        return {k: p.detach().to("cpu", copy=True) for k, p in self.model.named_parameters() if p.requires_grad}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Inverse of `state_dict_cpu` (the same keys, exactly)."""
+        params = {k: p for k, p in self.model.named_parameters() if p.requires_grad}
+        if params.keys() != state.keys():
+            missing, extra = params.keys() - state.keys(), state.keys() - params.keys()
+            raise KeyError(f"{self.name}: state mismatch, missing {sorted(missing)[:3]}, unexpected {sorted(extra)[:3]}")
+        with torch.no_grad():
+            for k, p in params.items():
+                p.copy_(state[k])

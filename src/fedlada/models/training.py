@@ -1,0 +1,104 @@
+"""Supervised fine-tuning on (prompt, completion) pairs, and the optimizer every trainer shares.
+
+Each call builds a fresh optimizer: federated rounds reset optimizer state anyway, checkpoints then hold
+weights only, and a resumed run is exactly the uninterrupted one. Batches come from an epoch-wise
+shuffled stream (every example once per epoch, batches cross epoch boundaries so all are full) drawn
+from a generator seeded by `seed` alone, so training is bit-reproducible on the CPU.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from functools import partial
+
+import torch
+
+from fedlada.config import TrainConfig
+from fedlada.models.lm import LM
+from fedlada.seeding import derive_seed
+
+GRAD_CLIP = 1.0
+FINAL_LR_FRACTION = 0.1
+
+
+def lr_factor(step: int, *, steps: int, warmup: float) -> float:
+    """Learning-rate multiplier: linear warmup over `warmup * steps` steps, then cosine down to 0.1."""
+    warm = round(warmup * steps)
+    if step < warm:
+        return (step + 1) / warm
+    progress = min(1.0, (step - warm) / max(1, steps - warm))
+    return FINAL_LR_FRACTION + (1 - FINAL_LR_FRACTION) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def make_optimizer(lm: LM, cfg: TrainConfig) -> tuple[torch.optim.AdamW, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW (betas 0.9/0.98) over the trainable parameters, and its `lr_factor` schedule.
+
+    Weight decay applies to matrices only: decaying norm gains and biases toward zero only hurts.
+    A step is `loss.backward(); clip_grad_norm_(params, GRAD_CLIP); opt.step(); sched.step();
+    opt.zero_grad()`, as in `train_sft`.
+    """
+    params = [p for p in lm.model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
+        {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
+    ]
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98))
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, partial(lr_factor, steps=cfg.steps, warmup=cfg.warmup))
+
+
+def _batches(n: int, size: int, steps: int, gen: torch.Generator) -> Iterator[list[int]]:
+    pool: list[int] = []
+    for _ in range(steps):
+        while len(pool) < size:
+            pool += torch.randperm(n, generator=gen).tolist()
+        yield pool[:size]
+        del pool[:size]
+
+
+def train_sft(lm: LM, prompts: list[str], completions: list[str], cfg: TrainConfig, *, seed: int,
+              progress: Callable[[int, float], None] | None = None) -> dict:
+    """`cfg.steps` steps minimising the mean per-token NLL of completion tokens (+ eos) given prompts.
+
+    Returns `loss_first` (first step), `loss_last` (mean over the last 10% of steps), `steps`, `seconds`
+    and `tokens` (completion tokens trained on, repeats counted). `progress(step, loss)` is called after
+    every step. The pairs are tokenized once, up front; the loss comes from the same masking code as
+    `LM.sequence_logprobs`.
+    """
+    if cfg.steps == 0:
+        return {"loss_first": None, "loss_last": None, "steps": 0, "seconds": 0.0, "tokens": 0}
+    if not prompts:
+        raise ValueError("train_sft: no training pairs")
+    seqs, starts = lm._encode_pairs(prompts, completions)
+    opt, sched = make_optimizer(lm, cfg)
+    params = [p for group in opt.param_groups for p in group["params"]]
+    gen = torch.Generator().manual_seed(derive_seed(seed, "sft-batches"))
+    losses, tokens = [], []
+    begin = time.perf_counter()
+    lm.model.train()
+    try:
+        for step, idx in enumerate(_batches(len(seqs), cfg.batch_size, cfg.steps, gen)):
+            sums, counts = lm._logprobs([seqs[i] for i in idx], [starts[i] for i in idx])
+            n_tokens = counts.sum()
+            loss = -sums.sum() / n_tokens
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, GRAD_CLIP)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            losses.append(loss.detach())
+            tokens.append(n_tokens)
+            if progress is not None:
+                progress(step, loss.item())
+    finally:
+        lm.model.eval()
+    losses_cpu = torch.stack(losses).cpu()
+    tail = max(1, len(losses) // 10)
+    return {
+        "loss_first": losses_cpu[0].item(),
+        "loss_last": losses_cpu[-tail:].mean().item(),
+        "steps": len(losses),
+        "seconds": time.perf_counter() - begin,
+        "tokens": int(torch.stack(tokens).sum()),
+    }
