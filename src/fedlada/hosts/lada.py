@@ -120,6 +120,7 @@ def on_candidates(client: Client, msg: Candidates) -> PairOffer:
     start = time.perf_counter()
     selector = _selector(run, client.state, "filter_down", client.name)
     sel = selector.select(phi, lada.budget, aux={"learner_nll": learner_nll})
+    client.state["filter_down"] = selector.state_dict()  # select changes state (scaler, rng) too
     t_select = time.perf_counter() - start
     chosen = [int(i) for i in sel.indices]
 
@@ -133,8 +134,7 @@ def on_candidates(client: Client, msg: Candidates) -> PairOffer:
     rng = random.Random(derive_seed(run.seed, client.name, "local-pairs", msg.round))
     local = rng.sample(client.train, min(lada.local_pairs, len(client.train)))
     local_paths = lm.generate([e.prompt for e in local], run.round.max_new_tokens, batch_size=bs)
-    mine = local_pairs([e.prompt for e in local], [e.solution for e in local], local_paths,
-                       [is_correct(p, e.answer) for p, e in zip(local_paths, local)])
+    mine = local_pairs(local, local_paths, [is_correct(p, e.answer) for p, e in zip(local_paths, local)])
     client.state["pending"] = {
         "round": msg.round,
         "sample_ids": [msg.sample_ids[i] for i in chosen],
@@ -243,6 +243,7 @@ class Lada:
             start = time.perf_counter()
             selector = _selector(self.cfg, self.state, f"filter_up_{k}", f"server-up-{k}")
             sel = selector.select(phi, lada.up_budget, aux={"learner_nll": learner_nll})
+            self.state[f"filter_up_{k}"] = selector.state_dict()
             t_filter += time.perf_counter() - start
             picked = [int(i) for i in sel.indices]
             for i in picked:

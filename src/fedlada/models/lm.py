@@ -71,7 +71,15 @@ class LM:
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return nullcontext()
 
+    def _check_length(self, tokens: int) -> None:
+        """Fail clearly instead of inside the model (GPT-2's position table would raise an IndexError)."""
+        limit = getattr(self.model.config, "max_position_embeddings", None)
+        if limit is not None and tokens > limit:
+            raise ValueError(f"{self.name}: a sequence of {tokens} tokens exceeds the model's {limit} positions")
+
     def _token_ids(self, texts: list[str]) -> list[list[int]]:
+        if not texts:  # HF tokenizers fail on an empty batch
+            return []
         return self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
 
     # ---------------------------------------------------------------- generation
@@ -90,6 +98,8 @@ class LM:
         copies = num_return_sequences if sampling else 1
         prefixes = [[self.bos_id] + ids for ids in self._token_ids(prompts)]
         order = sorted(range(len(prompts)), key=lambda i: len(prefixes[i]))
+        if prefixes:
+            self._check_length(len(prefixes[order[-1]]) + max_new_tokens)
         texts: list[list[str]] = [[] for _ in prompts]
         options = dict(do_sample=sampling, num_return_sequences=copies, pad_token_id=self.pad_id,
                        eos_token_id=self.eos_id, max_new_tokens=max_new_tokens)
@@ -140,6 +150,7 @@ class LM:
         for p, c in zip(self._token_ids(prompts), self._token_ids(completions), strict=True):
             seqs.append(torch.tensor([self.bos_id, *p, *c, self.eos_id]))
             starts.append(1 + len(p))
+        self._check_length(max(map(len, seqs), default=0))
         return seqs, starts
 
     def _logprobs(self, seqs: list[torch.Tensor], starts: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -172,6 +183,8 @@ class LM:
         order; otherwise it runs under inference mode, batches sorted by length to limit padding.
         """
         seqs, starts = self._encode_pairs(prompts, completions)
+        if not seqs:
+            return torch.zeros(0, device=self.device), torch.zeros(0, dtype=torch.long, device=self.device)
         if grad:
             parts = [self._logprobs(seqs[i : i + batch_size], starts[i : i + batch_size])
                      for i in range(0, len(seqs), batch_size)]
@@ -184,8 +197,7 @@ class LM:
                 sums.append(s)
                 counts.append(c)
             restore = torch.argsort(torch.tensor(order, device=self.device))
-            sums = torch.cat(sums)[restore] if sums else torch.zeros(0, device=self.device)
-            counts = torch.cat(counts)[restore] if counts else torch.zeros(0, dtype=torch.long, device=self.device)
+            sums, counts = torch.cat(sums)[restore], torch.cat(counts)[restore]
         # Clones made outside inference mode are ordinary tensors, usable next to autograd ones (DARD refs).
         return sums.clone(), counts.clone()
 

@@ -55,7 +55,7 @@ def load_model(cfg: ModelConfig, *, device: str | torch.device = "cpu", seed: in
     base = None
     if cfg.lora is not None:
         model = _add_lora(model, cfg.lora, seed, cfg.name)
-        base = {"name": cfg.name, "seed": seed}
+        base = {"name": str(path.resolve()) if path.is_dir() else cfg.name, "seed": seed}
     name = meta["name"] if meta else cfg.name
     return LM(model.to(device), tok, name=name, dtype=cfg.dtype, base=base)
 
@@ -74,7 +74,8 @@ def _from_pretrained(source: str | Path):
 
 def _add_lora(model, lora: LoraConfig, seed: int, name: str):
     config = peft.LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                             target_modules=lora.target_modules, task_type="CAUSAL_LM")
+                             target_modules=lora.target_modules, task_type="CAUSAL_LM",
+                             fan_in_fan_out=model.config.model_type == "gpt2")  # GPT-2 stores Conv1D weights transposed
     with torch.random.fork_rng(devices=[]):  # adapters are created on the CPU
         torch.default_generator.manual_seed(derive_seed(seed, name, "lora"))
         return peft.get_peft_model(model, config)
