@@ -24,7 +24,7 @@ def _key(rows):
 @pytest.fixture
 def lada_config(tiny_config_dict):
     tiny_config_dict["method"] = "distill+lada"
-    tiny_config_dict["lada"] = {"budget": 6, "up_budget": 4, "local_pairs": 8}
+    tiny_config_dict["lada"] = {"budget": 6, "up_budget": 4}
     return tiny_config_dict
 
 

@@ -103,7 +103,7 @@ class LadaConfig(_Strict):
     filter: Literal["eenet", "random", "loss", "none"] = "eenet"
     loss: Literal["dard", "sft"] = "dard"
     ref: Literal["teacher", "self", "none"] = "teacher"
-    budget: int = Field(150, gt=0, description="b: samples each client learns from per round (down)")
+    budget: int = Field(200, gt=0, description="b: samples each client learns from per round (down)")
     up_budget: int = Field(100, gt=0, description="b': samples the server learns from per client (up)")
     alpha: float = Field(0.1, ge=0, description="exploration weight in f1 + alpha * f2")
     beta: float = Field(0.1, gt=0, description="DARD inverse temperature")
@@ -112,7 +112,6 @@ class LadaConfig(_Strict):
     label_smoothing: float = Field(0.0, ge=0, lt=0.5)
     embedding_dim: int = Field(16, gt=0, description="random projection of question embeddings")
     student_temperature: float = Field(0.0, ge=0, description="learner paths (rejected side); 0 = greedy")
-    local_pairs: int = Field(64, ge=0, description="pairs from own data (gold vs own wrong path) per round")
 
 
 class RuntimeConfig(_Strict):

@@ -12,7 +12,7 @@ from typing import ClassVar
 
 from fedlada.config import RunConfig
 from fedlada.federation.channel import Channel
-from fedlada.federation.messages import LocalTrain, Message, Report
+from fedlada.federation.messages import LocalTrain, Message
 from fedlada.federation.participants import Server
 from fedlada.progress import UI
 
@@ -31,9 +31,9 @@ class RoundContext:
         self.stats.setdefault(participant, {}).update(values)
 
     def call(self, index: int, msg: Message) -> Message:
-        """Send to one client; a `Report` reply is recorded under that client's name."""
+        """Send to one client; the scalars of its reply (`values`) are recorded under its name."""
         reply = self.channel.call(index, msg)
-        if isinstance(reply, Report):
+        if isinstance(getattr(reply, "values", None), dict):
             self.record(self.channel.clients[index].name, reply.values)
         return reply
 

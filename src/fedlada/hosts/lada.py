@@ -131,8 +131,10 @@ def on_candidates(client: Client, msg: Candidates) -> PairOffer:
         PathRecord(msg.sample_ids[i], msg.prompts[i], msg.paths[i], msg.correct[i], p, ok)
         for i, p, ok in zip(chosen, own, own_ok)
     ])
+    # Own data keeps the learner on its domain, in the same share as in `distill` (transfer_local_fraction).
+    frac = run.round.transfer_local_fraction
     rng = random.Random(derive_seed(run.seed, client.name, "local-pairs", msg.round))
-    local = rng.sample(client.train, min(lada.local_pairs, len(client.train)))
+    local = rng.sample(client.train, min(round(len(pairs) * frac / (1 - frac)), len(client.train)))
     local_paths = lm.generate([e.prompt for e in local], run.round.max_new_tokens, batch_size=bs)
     mine = local_pairs(local, local_paths, [is_correct(p, e.answer) for p, e in zip(local_paths, local)])
     client.state["pending"] = {
