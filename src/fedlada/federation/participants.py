@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
 import random
 import time
 from pathlib import Path
@@ -72,9 +74,12 @@ class Participant:
             [e.prompt for e in self.train], [e.solution for e in self.train], self.pcfg.base,
             derive_seed(self.run.seed, self.name, "base"), "base training",
         )
-        tmp = path.with_name(path.name + ".tmp")
+        tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
         self.lm.save(tmp)
-        tmp.rename(path)
+        try:
+            tmp.rename(path)
+        except OSError:  # another run cached the same model first; theirs is identical
+            shutil.rmtree(tmp)
         return {"seconds/prepare": time.perf_counter() - start, "loss/base": stats["loss_last"], "cached": 0.0}
 
     def local_train(self, round_: int, cfg: TrainConfig) -> dict[str, float]:
