@@ -72,3 +72,35 @@ def test_standalone_lada_runs_both_directions(lada_config, tmp_path):
     # the up offer (client paths + scalars) makes client -> server traffic larger than in distill+lada
     assert client_r1["bytes_sent"] > 0 and server_r1["bytes_received"] == sum(
         r["bytes_sent"] for r in rows if r["round"] == 1 and r["role"] == "client" and r["split"] == "global_test")
+
+
+def test_client_learns_from_correct_teacher_paths_and_rewards_them(lada_config, tmp_path):
+    """One LaDa exchange with a perfect 'teacher' (gold solutions) and some wrong paths: the client's
+    rewards are positive where it had a correct target to learn and exactly 0 where it had none."""
+    from fedlada.federation.messages import Prepare
+    from fedlada.hosts.lada import Candidates, DardUpdate
+
+    lada_config["lada"]["budget"] = 12
+    lada_config["round"]["transfer"] = {"steps": 20, "batch_size": 8, "lr": 1e-2}
+    runner = Runner(config_from_dict(lada_config), tmp_path / "run")
+    client = runner.clients[0]
+    client.handle(Prepare())
+    pool = runner.server.public[:16]
+    wrong = {0, 1, 2, 3}  # these get a wrong teacher path
+    paths = ["1+1+0=02|#### 2" if i in wrong else e.solution for i, e in enumerate(pool)]
+    offer = client.handle(Candidates(
+        1, [e.id for e in pool], [e.prompt for e in pool], [e.answer for e in pool], paths,
+        [i not in wrong for i in range(len(pool))], [0.05] * len(pool), False,
+    ))
+    assert not offer.up_ids  # no up offer when the host does not train the server
+    n = len(offer.prompts)  # pairs that need the teacher as reference
+    report = client.handle(DardUpdate(1, [-5.0] * n, [10] * n, [-60.0] * n, [12] * n))
+    rewards = dict(zip(report.sample_ids, report.arrays["reward"]))
+    assert len(rewards) == 12
+    ids = [e.id for e in pool]
+    with_target = [r for sid, r in rewards.items() if ids.index(sid) not in wrong]
+    without = [r for sid, r in rewards.items() if ids.index(sid) in wrong]
+    assert all(r == 0.0 for r in without)
+    assert with_target and sum(with_target) / len(with_target) > 0.05
+    assert report.values["dard/pairs"] + report.values["dard/sft_only"] >= len(with_target)
+    assert client.state["filter_down"]["updates"] == 1 and "pending" not in client.state

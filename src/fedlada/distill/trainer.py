@@ -10,6 +10,7 @@ the learner, so under `ref=teacher` they fall back to the frozen learner as refe
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import torch
 
@@ -30,7 +31,7 @@ def _frozen_refs(lm, pairs: list[TextPair], batch_size: int = 256) -> list[Ref]:
 
 
 def train_dard(lm, pairs: list[TextPair], refs: list[Ref | None] | None, local: list[TextPair], cfg: TrainConfig,
-               lada: LadaConfig, *, seed: int) -> dict[str, float]:
+               lada: LadaConfig, *, seed: int, progress: Callable[[], None] | None = None) -> dict[str, float]:
     """`cfg.steps` AdamW steps on the DARD objective over exchanged + local pairs; returns the phase's stats.
 
     `refs[i]` is the teacher reference of `pairs[i]` (None where the pair has no rejected path or
@@ -90,6 +91,8 @@ def train_dard(lm, pairs: list[TextPair], refs: list[Ref | None] | None, local: 
                     totals[k] = totals.get(k, 0.0) + v
                     totals[f"_n_{k}"] = totals.get(f"_n_{k}", 0.0) + 1
             totals["loss"] = totals.get("loss", 0.0) + loss.item()
+            if progress is not None:
+                progress()
     finally:
         lm.model.eval()
     out = {"seconds/dard": time.perf_counter() - start, "loss/dard": totals["loss"] / cfg.steps,

@@ -180,7 +180,9 @@ def on_dard_update(client: Client, msg: DardUpdate) -> SelectionReport:
         if lada.ref == "teacher":  # server refs for pairs with a rejected path, in order; own refs for local pairs
             it = iter(zip(msg.ref_chosen, msg.ref_chosen_ntok, msg.ref_rejected, msg.ref_rejected_ntok))
             ref = [next(it) if p[2] is not None else None for p in pairs]
-        stats = train_dard(lm, pairs, ref, [tuple(p) for p in pending["local_pairs"]], run.round.transfer, lada, seed=seed)
+        with client.ui.task(f"{client.name}: round {msg.round} dard", run.round.transfer.steps) as advance:
+            stats = train_dard(lm, pairs, ref, [tuple(p) for p in pending["local_pairs"]], run.round.transfer, lada,
+                               seed=seed, progress=advance)
     start = time.perf_counter()
     nll_after = _nll(lm, pending["prompts"], pending["paths"], run.runtime.eval_batch_size)
     rewards = learnability_reward(pending["nll_before"], nll_after, pending["has_target"].astype(bool))
@@ -260,8 +262,9 @@ class Lada:
         if lada.loss == "sft":
             stats = server.mixed_sft(ctx.round, [p[0] for p in pairs], [p[1] for p in pairs], "lada")
         else:
-            stats = train_dard(server.lm, pairs, refs if lada.ref == "teacher" else None, [], transfer, lada,
-                               seed=derive_seed(seed, "server", "transfer", ctx.round))
+            with ctx.ui.task(f"server: round {ctx.round} dard", transfer.steps) as advance:
+                stats = train_dard(server.lm, pairs, refs if lada.ref == "teacher" else None, [], transfer, lada,
+                                   seed=derive_seed(seed, "server", "transfer", ctx.round), progress=advance)
         rewards_all = []
         for k, entry in enumerate(chosen_by_client):
             if entry is None:
