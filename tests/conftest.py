@@ -1,6 +1,8 @@
 import pytest
 import torch
 
+from fedlada.federation.runner import Runner
+
 torch.set_num_threads(1)
 
 
@@ -36,3 +38,19 @@ def tiny_config_dict(tmp_path):
         },
         "runtime": {"device": "cpu", "threads": 1, "eval_batch_size": 64, "cache_dir": str(tmp_path / "cache")},
     }
+
+
+class Interrupt(Exception):
+    pass
+
+
+def run_cut_after_round_one(cfg, out):
+    """Run until round 1 has finished and been checkpointed, then stop as a crash would; then resume."""
+
+    def stop(t, rows):
+        if t == 1:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        Runner(cfg, out).run(on_round=stop)
+    return Runner(cfg, out).run(resume=True)

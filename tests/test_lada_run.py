@@ -3,13 +3,10 @@
 import json
 
 import pytest
+from conftest import run_cut_after_round_one
 
 from fedlada.config import config_from_dict
 from fedlada.federation.runner import Runner
-
-
-class Interrupt(Exception):
-    pass
 
 
 def _lines(path):
@@ -51,14 +48,7 @@ def test_distill_lada_logs_every_selection_with_a_reward(lada_config, tmp_path):
 def test_lada_resume_selects_and_scores_like_uninterrupted(lada_config, tmp_path):
     cfg = config_from_dict(lada_config)
     full = Runner(cfg, tmp_path / "full").run()
-
-    def stop_after_one(t, rows):
-        if t == 1:
-            raise Interrupt
-
-    with pytest.raises(Interrupt):
-        Runner(cfg, tmp_path / "cut").run(on_round=stop_after_one)
-    resumed = Runner(cfg, tmp_path / "cut").run(resume=True)
+    resumed = run_cut_after_round_one(cfg, tmp_path / "cut")
     assert _key(resumed) == _key(full)
     assert _lines(tmp_path / "cut" / "selections.jsonl") == _lines(tmp_path / "full" / "selections.jsonl")
 

@@ -1,16 +1,11 @@
 """End-to-end: a 2-round tiny federation, its outputs, and exact resume."""
 
-import json
 
-import pytest
+from conftest import run_cut_after_round_one
 
 from fedlada.config import config_from_dict
 from fedlada.federation.runner import Runner
 from fedlada.report import write_report
-
-
-class Interrupt(Exception):
-    pass
 
 
 def _key(rows):
@@ -49,15 +44,7 @@ def test_two_round_run_writes_outputs(tiny_config_dict, tmp_path):
 def test_resume_after_round_one_matches_uninterrupted(tiny_config_dict, tmp_path):
     cfg = config_from_dict(tiny_config_dict)
     full = Runner(cfg, tmp_path / "full").run()
-
-    def stop_after_one(t, rows):
-        if t == 1:
-            raise Interrupt
-
-    with pytest.raises(Interrupt):
-        Runner(cfg, tmp_path / "cut").run(on_round=stop_after_one)
-    assert json.loads((tmp_path / "cut" / "checkpoints" / "round-1" / "state.json").read_text()) == {"round": 1}
-    resumed = Runner(cfg, tmp_path / "cut").run(resume=True)
+    resumed = run_cut_after_round_one(cfg, tmp_path / "cut")
     assert _key(resumed) == _key(full)
 
 

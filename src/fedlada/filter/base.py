@@ -94,15 +94,30 @@ class RandomSelector:
         self._rng.bit_generator.state = state["rng"]
 
 
-class LossSelector:
+class _Stateless:
+    """Shared by the fixed-rule baselines: they learn nothing from rewards and keep no state."""
+
+    name: str
+
+    def __init__(self, n_features: int):
+        self.n_features = n_features
+
+    def update(self, features, rewards):
+        return {}
+
+    def state_dict(self):
+        return {"kind": self.name}
+
+    def load_state_dict(self, state):
+        _check_kind(state, self.name)
+
+
+class LossSelector(_Stateless):
     """Ablation `filter=loss`: the candidates whose teacher path the learner finds least likely
     (highest per-token NLL, `aux["learner_nll"]`) — the fixed "learn from what you get wrong" rule
     that the learned filter must beat (FINDINGS: hardest-half-by-NLL was a strong fixed rule)."""
 
     name = "loss"
-
-    def __init__(self, n_features: int):
-        self.n_features = n_features
 
     def select(self, features, budget, *, aux=None):
         n = len(check_features(features, self.n_features))
@@ -116,37 +131,16 @@ class LossSelector:
         _, f1, f2 = _no_scores(k)
         return Selection(indices, nll[indices], f1, f2)
 
-    def update(self, features, rewards):
-        return {}
 
-    def state_dict(self):
-        return {"kind": self.name}
-
-    def load_state_dict(self, state):
-        _check_kind(state, self.name)
-
-
-class AllSelector:
+class AllSelector(_Stateless):
     """Ablation `filter=none`: every candidate, the budget ignored — indiscriminate distillation."""
 
     name = "none"
-
-    def __init__(self, n_features: int):
-        self.n_features = n_features
 
     def select(self, features, budget, *, aux=None):
         n = len(check_features(features, self.n_features))
         score, f1, f2 = _no_scores(n)
         return Selection(np.arange(n), score, f1, f2)
-
-    def update(self, features, rewards):
-        return {}
-
-    def state_dict(self):
-        return {"kind": self.name}
-
-    def load_state_dict(self, state):
-        _check_kind(state, self.name)
 
 
 def make_selector(
