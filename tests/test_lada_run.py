@@ -7,6 +7,7 @@ from conftest import run_cut_after_round_one
 
 from fedlada.config import config_from_dict
 from fedlada.federation.runner import Runner
+from fedlada.report import write_report
 
 
 def _lines(path):
@@ -40,6 +41,10 @@ def test_distill_lada_logs_every_selection_with_a_reward(lada_config, tmp_path):
                 if not r["teacher_correct"]:
                     assert r["reward"] == 0.0  # no correct target, nothing learnable (DESIGN 3.3)
     assert not [r for r in sel if r["direction"] == "up"]  # distill does not train the server
+    assert {r["domain"] for r in sel} <= {"add", "sub", "mul"}
+    text = write_report(tmp_path / "run").read_text()
+    mean_r1 = sum(r["reward"] for r in sel if r["round"] == 1 and r["client"] == "client-0") / 6
+    assert "## Filters" in text and f"| 1 | {mean_r1:.3f} |" in text
     ckpt = tmp_path / "run" / "checkpoints" / "round-2" / "client-0" / "state"
     state = json.loads((ckpt / "state.json").read_text())
     assert state["filter_down"]["kind"] == "eenet" and state["filter_down"]["updates"] == 2

@@ -216,6 +216,7 @@ class Lada:
         cand = Candidates(ctx.round, offer.sample_ids, offer.prompts, [e.answer for e in pool for _ in range(n)],
                           offer.paths, offer.correct, _nll(server.lm, offer.prompts, offer.paths, bs).tolist(), self.up)
         offers = [ctx.call(i, cand) for i in range(ctx.num_clients)]
+        self.domains = {e.id: e.domain for e in pool}  # public metadata, for the selection log
         for i, po in enumerate(offers):
             ref = ([], [], [], [])
             if po.prompts:
@@ -285,11 +286,11 @@ class Lada:
             })
         ctx.record("server", {**stats, "seconds/filter": t_filter, "lada/reward_up": float(np.mean(rewards_all))})
 
-    @staticmethod
-    def _log(ctx: RoundContext, client: str, direction: str, ids: list[str], arrays: dict) -> None:
+    def _log(self, ctx: RoundContext, client: str, direction: str, ids: list[str], arrays: dict) -> None:
         for j, sid in enumerate(ids):
             ctx.selections.append({
                 "round": ctx.round, "client": client, "direction": direction, "sample_id": sid,
+                "domain": self.domains[sid],
                 "features": [round(float(x), 5) for x in arrays["features"][j]],
                 **{k: (None if np.isnan(arrays[k][j]) else round(float(arrays[k][j]), 5)) for k in ("f1", "f2", "score")},
                 "reward": round(float(arrays["reward"][j]), 5),

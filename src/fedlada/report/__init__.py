@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 SPLIT_LABEL = {"local_test": "own", "global_test": "global"}
@@ -82,6 +83,46 @@ def plot_accuracy(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def read_selections(run_dir: Path) -> list[dict]:
+    path = Path(run_dir) / "selections.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+
+
+def filter_section(selections: list[dict]) -> list[str]:
+    """Mean reward per round and pair, and what each pair's filter chose (difficulty, correctness, domains)."""
+    pairs = list(dict.fromkeys((s["client"], s["direction"]) for s in selections))
+    rounds = sorted({s["round"] for s in selections})
+
+    def mean(xs):
+        return sum(xs) / len(xs) if xs else float("nan")
+
+    header = ["round"] + [f"server→{c}" if d == "down" else f"{c}→server" for c, d in pairs]
+    body = [
+        [str(t)] + [f"{mean([s['reward'] for s in selections if s['round'] == t and (s['client'], s['direction']) == p]):.3f}" for p in pairs]
+        for t in rounds
+    ]
+    domains = sorted({s.get("domain", "?") for s in selections})
+    header2 = ["pair", "chosen", "learner NLL of path", "path chars", "teacher right %", "learner right %"] + [f"{d} %" for d in domains]
+    body2 = []
+    for c, d in pairs:
+        rows = [s for s in selections if (s["client"], s["direction"]) == (c, d)]
+        body2.append([
+            f"server→{c}" if d == "down" else f"{c}→server", str(len(rows)),
+            f"{mean([s['features'][0] for s in rows]):.3f}", f"{mean([math.expm1(s['features'][3]) for s in rows]):.0f}",
+            f"{100 * mean([s['teacher_correct'] for s in rows]):.0f}", f"{100 * mean([s['learner_correct'] for s in rows]):.0f}",
+            *[f"{100 * mean([s.get('domain', '?') == dom for s in rows]):.0f}" for dom in domains],
+        ])
+    return [
+        "## Filters", "",
+        "Mean learnability reward of the chosen samples, per round and pair (DESIGN 3.3):", "",
+        _markdown_table(header, body), "",
+        "What each filter chose over the run: the learner's per-token NLL of the offered path (difficulty "
+        "for that learner), path length, how often the offered path was right and the learner's own path "
+        "was right, and the domains of the chosen public questions:", "",
+        _markdown_table(header2, body2),
+    ]
+
+
 def write_report(run_dir: Path, *, plot: bool = True) -> Path:
     run_dir = Path(run_dir)
     rows = read_rows(run_dir)
@@ -101,6 +142,9 @@ def write_report(run_dir: Path, *, plot: bool = True) -> Path:
     if plot:
         plot_accuracy(rows, run_dir / "accuracy.png")
         parts += ["", "![accuracy per round](accuracy.png)"]
+    selections = read_selections(run_dir)
+    if selections:
+        parts += ["", *filter_section(selections)]
     out = run_dir / "report.md"
     out.write_text("\n".join(parts) + "\n")
     return out
