@@ -40,10 +40,6 @@ class Channel:
         self._count(client.name, self.server_name, len(data))
         return decode(data)
 
-    def broadcast(self, make_request) -> list[Message]:
-        """`make_request(index) -> Message` for every client, replies in client order."""
-        return [self.call(i, make_request(i)) for i in range(len(self.clients))]
-
     def take_counts(self) -> tuple[dict[str, int], dict[str, int]]:
         """Bytes sent/received per participant since the last call (one round's traffic)."""
         sent, received = dict(self.sent), dict(self.received)
