@@ -3,6 +3,7 @@ import json
 import random
 import re
 
+import numpy as np
 import pytest
 import torch
 
@@ -268,3 +269,18 @@ def test_lora_on_a_saved_base_directory(tmp_path, monkeypatch):
     assert torch.equal(again.sequence_logprobs(PROMPTS, COMPLETIONS)[0], lm.sequence_logprobs(PROMPTS, COMPLETIONS)[0])
     assert not torch.equal(again.sequence_logprobs(PROMPTS, COMPLETIONS)[0],
                            base.sequence_logprobs(PROMPTS, COMPLETIONS)[0])
+
+
+def test_mean_hidden_is_pad_invariant_and_matches_a_plain_forward():
+    from fedlada.config import ModelConfig
+    from fedlada.models import load_model
+
+    lm = load_model(ModelConfig(name="tiny-llama-s"), seed=3)
+    texts = ["12+3=", "4567*8=", "9-1="]
+    batched = lm.mean_hidden(texts)
+    ids = torch.tensor([[lm.bos_id, *lm._token_ids([texts[1]])[0]]])
+    with torch.no_grad():
+        alone = lm.model(input_ids=ids, output_hidden_states=True).hidden_states[-1][0].mean(0).numpy()
+    assert batched.shape == (3, lm.model.config.hidden_size)
+    assert np.allclose(batched[1], alone, atol=1e-5)
+    assert np.allclose(lm.mean_hidden([texts[0]])[0], batched[0], atol=1e-5)

@@ -17,7 +17,6 @@ the learner's errors, moved a client by up to 60 points.
 from __future__ import annotations
 
 import numpy as np
-import torch
 
 from fedlada.seeding import derive_seed
 
@@ -28,41 +27,18 @@ def n_features(embedding_dim: int) -> int:
     return len(NAMES) + embedding_dim
 
 
-def mean_hidden(lm, texts: list[str], batch_size: int = 256) -> np.ndarray:
-    """Mean-pooled last hidden state of `[bos] + tokens(text)` under the model, one row per text."""
-    rows = []
-    ids_all = [[lm.bos_id, *ids] for ids in lm._token_ids(texts)]
-    with torch.inference_mode():
-        for start in range(0, len(ids_all), batch_size):
-            chunk = ids_all[start : start + batch_size]
-            width = max(map(len, chunk))
-            ids = torch.full((len(chunk), width), lm.pad_id, dtype=torch.long)
-            mask = torch.zeros_like(ids)
-            for r, seq in enumerate(chunk):
-                ids[r, : len(seq)] = torch.tensor(seq)
-                mask[r, : len(seq)] = 1
-            position_ids = (mask.cumsum(1) - 1).clamp(min=0)
-            with lm._autocast():
-                out = lm.model(input_ids=ids.to(lm.device), attention_mask=mask.to(lm.device),
-                               position_ids=position_ids.to(lm.device), output_hidden_states=True)
-            h = out.hidden_states[-1].float()
-            m = mask.to(lm.device).unsqueeze(-1).float()
-            rows.append(((h * m).sum(1) / m.sum(1)).cpu().numpy())
-    return np.concatenate(rows) if rows else np.zeros((0, 0))
-
-
 class QuestionEmbedder:
     """The learner's view of questions: projection to `dim` dims and affinity to its own data."""
 
     def __init__(self, lm, own_prompts: list[str], dim: int, seed: int, name: str):
         self.lm = lm
-        centroid = mean_hidden(lm, own_prompts).mean(0)
+        centroid = lm.mean_hidden(own_prompts).mean(0)
         self.centroid = centroid / (np.linalg.norm(centroid) + 1e-8)
         rng = np.random.default_rng(derive_seed(seed, name, "projection"))
         self.projection = rng.standard_normal((len(centroid), dim)) / np.sqrt(dim)
 
     def __call__(self, prompts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        h = mean_hidden(self.lm, prompts)
+        h = self.lm.mean_hidden(prompts)
         affinity = (h @ self.centroid) / (np.linalg.norm(h, axis=1) + 1e-8)
         return h @ self.projection, affinity
 

@@ -17,6 +17,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.nn.utils.rnn import pad_sequence
@@ -200,6 +201,26 @@ class LM:
             sums, counts = torch.cat(sums)[restore], torch.cat(counts)[restore]
         # Clones made outside inference mode are ordinary tensors, usable next to autograd ones (DARD refs).
         return sums.clone(), counts.clone()
+
+    def mean_hidden(self, texts: list[str], batch_size: int = 256) -> np.ndarray:
+        """Mean-pooled last hidden state of `[bos] + tokens(text)`, one row per text (float32, CPU).
+
+        The model's own view of a question: LaDa's filter uses it for question embeddings and for
+        domain affinity to the model's own data.
+        """
+        prefixes = [[self.bos_id, *ids] for ids in self._token_ids(texts)]
+        rows = []
+        with torch.inference_mode(), self._autocast():
+            for start in range(0, len(prefixes), batch_size):
+                chunk = [torch.tensor(p) for p in prefixes[start : start + batch_size]]
+                ids = pad_sequence(chunk, batch_first=True, padding_value=self.pad_id).to(self.device)
+                lengths = torch.tensor([len(c) for c in chunk], device=self.device)
+                mask = (torch.arange(ids.shape[1], device=self.device)[None] < lengths[:, None]).long()
+                out = self.model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(1) - 1).clamp(min=0),
+                                 output_hidden_states=True)
+                h, m = out.hidden_states[-1].float(), mask.unsqueeze(-1).float()
+                rows.append(((h * m).sum(1) / m.sum(1)).cpu().numpy())
+        return np.concatenate(rows) if rows else np.zeros((0, 0))
 
     # ---------------------------------------------------------------- persistence
 
