@@ -44,3 +44,9 @@ def test_override_syntax_errors():
 def test_unknown_config_name():
     with pytest.raises(ConfigError, match="no such file or packaged config"):
         load_config("does-not-exist")
+
+
+def test_lada_lambda_is_settable_by_its_paper_name_and_saved_under_it():
+    cfg = load_config(None, ["method=distill+lada", "lada.lambda=0.5", "lada.filter=random"])
+    assert cfg.lada.lambda_ == 0.5 and cfg.lada.filter == "random"
+    assert "lambda: 0.5" in dump_config(cfg)
