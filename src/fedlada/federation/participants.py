@@ -10,8 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
 import random
+import shutil
 import time
 from pathlib import Path
 

@@ -124,8 +124,14 @@ def on_candidates(client: Client, msg: Candidates) -> PairOffer:
     t_select = time.perf_counter() - start
     chosen = [int(i) for i in sel.indices]
 
-    own = lm.generate([msg.prompts[i] for i in chosen], run.round.max_new_tokens, temperature=lada.student_temperature,
-                      batch_size=bs, seed=derive_seed(run.seed, client.name, "student-paths", msg.round))
+    # With an up offer the learner writes greedy paths on every candidate anyway; reuse them when its
+    # rejected-side paths are greedy too instead of generating the chosen ones twice.
+    all_paths = lm.generate(msg.prompts, run.round.max_new_tokens, batch_size=bs) if msg.offer_up else None
+    if all_paths is not None and lada.student_temperature == 0:
+        own = [all_paths[i] for i in chosen]
+    else:
+        own = lm.generate([msg.prompts[i] for i in chosen], run.round.max_new_tokens, temperature=lada.student_temperature,
+                          batch_size=bs, seed=derive_seed(run.seed, client.name, "student-paths", msg.round))
     own_ok = [is_correct(p, msg.answers[i]) for p, i in zip(own, chosen)]
     pairs = build_pairs([
         PathRecord(msg.sample_ids[i], msg.prompts[i], msg.paths[i], msg.correct[i], p, ok)
@@ -155,8 +161,8 @@ def on_candidates(client: Client, msg: Candidates) -> PairOffer:
         values={"seconds/features": t_features, "seconds/filter": t_select,
                 "lada/learner_correct": float(np.mean(own_ok)) if own_ok else 0.0},
     )
-    if msg.offer_up:
-        paths = lm.generate(msg.prompts, run.round.max_new_tokens, batch_size=bs)
+    if all_paths is not None:
+        paths = all_paths
         good = [i for i, p in enumerate(paths) if is_correct(p, msg.answers[i])]
         own_logp, own_ntok = lm.sequence_logprobs([msg.prompts[i] for i in good], [paths[i] for i in good], batch_size=bs)
         reply.up_ids = [msg.sample_ids[i] for i in good]
@@ -206,6 +212,7 @@ class Lada:
     def __init__(self, cfg: RunConfig, up: bool):
         self.cfg, self.up = cfg, up
         self.state: dict = {}  # up filters, one per client
+        self.domains: dict[str, str] = {}  # public sample id -> domain, for the selection log
 
     def exchange(self, ctx: RoundContext) -> None:
         server, lada, bs = ctx.server, self.cfg.lada, self.cfg.runtime.eval_batch_size
@@ -216,7 +223,7 @@ class Lada:
         cand = Candidates(ctx.round, offer.sample_ids, offer.prompts, [e.answer for e in pool for _ in range(n)],
                           offer.paths, offer.correct, _nll(server.lm, offer.prompts, offer.paths, bs).tolist(), self.up)
         offers = [ctx.call(i, cand) for i in range(ctx.num_clients)]
-        self.domains = {e.id: e.domain for e in pool}  # public metadata, for the selection log
+        self.domains = {e.id: e.domain for e in pool}
         for i, po in enumerate(offers):
             ref = ([], [], [], [])
             if po.prompts:
