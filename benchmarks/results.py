@@ -3,66 +3,36 @@
     python benchmarks/results.py --seeds 0 1 2 --jobs 2 --out runs/results   # runs what is missing, then prints the table
     python benchmarks/results.py --out runs/results --table-only              # table from finished runs
 
-Each run is a plain `fedlada run` in its own process (`--resume` reuses finished rounds), with
-one torch thread per job. Base models are cached per seed and shared by all variants.
+A thin wrapper over `fedlada.compare` (the engine of `fedlada compare`) for variants that are more
+than a method (ablations as extra overrides). Each run is a plain `fedlada run` in its own process,
+cpu_count/jobs torch threads each; finished runs are reused, base models are cached per seed and
+shared by all variants. Also writes OUT/compare.md, compare.json and compare_accuracy.png.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
-import subprocess
+import shlex
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from fedlada.report import read_rows, summary
+from fedlada.compare import Variant, compare, stats_grid
+from fedlada.config import ConfigError
+from fedlada.report import markdown_table
 
-VARIANTS = {
-    "standalone": ["method=standalone"],
-    "distill": ["method=distill"],
-    "distill+lada": ["method=distill+lada"],
-    "distill+lada, filter=random": ["method=distill+lada", "lada.filter=random"],
-    "distill+lada, loss=sft": ["method=distill+lada", "lada.loss=sft"],
-}
+VARIANTS = [
+    Variant("standalone", ("method=standalone",)),
+    Variant("distill", ("method=distill",)),
+    Variant("distill+lada", ("method=distill+lada",)),
+    Variant("distill+lada, filter=random", ("method=distill+lada", "lada.filter=random")),
+    Variant("distill+lada, loss=sft", ("method=distill+lada", "lada.loss=sft")),
+]
 
 
-def run_dir(out: Path, variant: str, seed: int) -> Path:
-    slug = variant.replace(", ", "_").replace("=", "-").replace("+", "_")
+def run_dir(out: Path, variant: Variant, seed: int) -> Path:
+    """This script's historical layout (OUT/distill_lada-seed0), so earlier runs are reused."""
+    slug = variant.label.replace(", ", "_").replace("=", "-").replace("+", "_")
     return out / f"{slug}-seed{seed}"
-
-
-def run_one(out: Path, variant: str, seed: int, config: str) -> str:
-    d = run_dir(out, variant, seed)
-    if (d / "report.md").exists():
-        return f"{d.name}: done before"
-    sets = [f"--set={s}" for s in (*VARIANTS[variant], f"seed={seed}", "runtime.threads=1")]
-    cmd = ["fedlada", "run", config, *sets, "--out", str(d)] + (["--resume"] if d.exists() else [])
-    d.parent.mkdir(parents=True, exist_ok=True)
-    with open(f"{d}.log", "w") as log:
-        rc = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT).returncode
-    return f"{d.name}: {'ok' if rc == 0 else f'FAILED ({rc}), see {d}.log'}"
-
-
-def table(out: Path, seeds: list[int]) -> str:
-    def fmt(values):
-        values = [100 * v for v in values]
-        if not values:
-            return "–"
-        sd = statistics.stdev(values) if len(values) > 1 else 0.0
-        return f"{statistics.mean(values):.1f} ± {sd:.1f}"
-
-    lines = [
-        "| method | seeds | client own | client global | server global | client own gain vs round 0 |",
-        "|---|---|---|---|---|---|",
-    ]
-    for variant in VARIANTS:
-        sums = [summary(read_rows(run_dir(out, variant, s))) for s in seeds if (run_dir(out, variant, s) / "report.md").exists()]
-        lines.append(
-            f"| {variant} | {len(sums)} | {fmt([s['client_own'] for s in sums])} | {fmt([s['client_global'] for s in sums])} "
-            f"| {fmt([s['server_global'] for s in sums])} | {fmt([s['client_own_gain'] for s in sums])} |"
-        )
-    return "\n".join(lines)
 
 
 def main() -> None:
@@ -73,13 +43,16 @@ def main() -> None:
     ap.add_argument("--config", default="quickstart")
     ap.add_argument("--table-only", action="store_true")
     args = ap.parse_args()
-    if not args.table_only:
-        # variant-major: concurrent jobs are different seeds, so no two train the same base models
-        jobs = [(v, s) for v in VARIANTS for s in args.seeds]
-        with ThreadPoolExecutor(args.jobs) as pool:
-            for line in pool.map(lambda vs: run_one(args.out, vs[0], vs[1], args.config), jobs):
-                print(line, flush=True, file=sys.stderr)
-    print(table(args.out, args.seeds))
+    line = shlex.join(["python", "benchmarks/results.py", "--seeds", *map(str, args.seeds), "--jobs", str(args.jobs),
+                       "--out", str(args.out), "--config", args.config])
+    try:
+        result = compare(args.config, VARIANTS, args.seeds, n_jobs=args.jobs, out=args.out, command_line=line,
+                         report_only=args.table_only, layout=run_dir)
+    except ConfigError as err:
+        sys.exit(f"error: {err}")
+    print(markdown_table(*stats_grid(result.data["stats"])))
+    if result.failed:
+        sys.exit(f"{len(result.failed)} run(s) failed: " + "; ".join(o.message for o in result.failed))
 
 
 if __name__ == "__main__":

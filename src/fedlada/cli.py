@@ -1,4 +1,4 @@
-"""The `fedlada` command: run, report, data check."""
+"""The `fedlada` command: run, compare, report, data check."""
 
 from __future__ import annotations
 
@@ -12,10 +12,12 @@ from rich.console import Console
 from rich.table import Table
 
 from fedlada.config import ConfigError, RunConfig, config_from_dict, load_config
+from fedlada.federation.flower.cli import flower_app  # Flower itself is imported lazily
 
 app = typer.Typer(help="Federated reasoning distillation between one server LLM and many client SLMs (LaDa).", no_args_is_help=True, add_completion=False)
 data_app = typer.Typer(help="Inspect and validate data files.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+app.add_typer(flower_app, name="flower")
 console = Console(width=None if sys.stdout.isatty() else 140)  # tables stay readable when piped to a log
 
 
@@ -103,6 +105,55 @@ def report(run_dir: Path = typer.Argument(..., help="a run directory holding met
     console.print(f"wrote {path} and {run_dir / 'accuracy.png'}")
 
 
+@app.command()
+def compare(
+    scenario: str = typer.Option(..., "--scenario", help="packaged scenario (configs/scenarios/NAME.yaml) or a YAML path"),
+    methods: str = typer.Option(..., "--methods", help="comma-separated methods, e.g. standalone,distill,distill+lada"),
+    seeds: int = typer.Option(3, "--seeds", help="number of seeds N: runs seeds 0..N-1 of every method"),
+    jobs: int = typer.Option(1, "--jobs", help="runs at a time, each its own process with cpu_count/J torch threads"),
+    out: Optional[Path] = typer.Option(None, "--out", help="comparison directory (default: runs/compare-SCENARIO)"),
+    set_: list[str] = typer.Option([], "--set", help="override for every run, e.g. --set rounds=2"),
+    report_only: bool = typer.Option(False, "--report-only", help="run nothing; rebuild compare.md/.json/.png from finished runs"),
+) -> None:
+    """Run every method x seed (resumable: finished runs are reused), then write compare.md, compare.json
+    and compare_accuracy.png: final client accuracy (own / global test), server accuracy, gain over
+    round 0, bytes exchanged per round and wall time, mean ± std over seeds. Runs live in OUT/METHOD/seed-S/."""
+    import shlex
+
+    from fedlada import compare as cmp
+    from fedlada.hosts import HOSTS
+
+    names = list(dict.fromkeys(m.strip() for m in methods.split(",") if m.strip()))
+    unknown = [m for m in names if m not in HOSTS]
+    if not names or unknown:
+        fail(f"--methods: unknown {', '.join(map(repr, unknown)) or 'empty list'}; choose from {', '.join(sorted(HOSTS))}")
+    if seeds < 1:
+        fail(f"--seeds {seeds}: expected at least 1")
+    if jobs < 1:
+        fail(f"--jobs {jobs}: expected at least 1")
+    out = out or Path("runs") / f"compare-{cmp.scenario_label(scenario)}"
+    line = ["fedlada", "compare", "--scenario", scenario, "--methods", ",".join(names), "--seeds", str(seeds),
+            "--jobs", str(jobs), "--out", str(out)] + [a for s in set_ for a in ("--set", s)]
+    try:
+        result = cmp.compare(scenario, [cmp.Variant.method(m) for m in names], list(range(seeds)), n_jobs=jobs, out=out,
+                             overrides=set_, command_line=shlex.join(line), report_only=report_only,
+                             console=Console(stderr=True, log_path=False))
+    except ConfigError as err:
+        fail(str(err))
+    header, body = cmp.stats_grid(result.data["stats"])
+    table = Table(title=f"{result.data['scenario']}: final round, mean ± std over seeds")
+    for h in header:
+        table.add_column(h, justify="left" if h == "method" else "right")
+    for row in body:
+        table.add_row(*row)
+    console.print(table)
+    written = [p for p in (result.report, out / "compare.json", out / "compare_accuracy.png") if p.exists()]
+    console.print(f"wrote {', '.join(map(str, written))}")
+    if result.failed:
+        console.print(f"[red]{len(result.failed)} run(s) failed:[/red] " + "; ".join(o.message for o in result.failed), highlight=False)
+        raise typer.Exit(1)
+
+
 @data_app.command("check")
 def data_check(
     path: Path = typer.Argument(..., help="a GSM8K JSONL or MathInstruct JSON/JSONL file"),
@@ -118,3 +169,7 @@ def data_check(
     text, code = check_file(path, format)
     console.print(text, highlight=False, markup=False)
     raise typer.Exit(code)
+
+
+if __name__ == "__main__":
+    app()

@@ -29,6 +29,10 @@ class ModelConfig(_Strict):
     name: str
     lora: LoraConfig | None = None
     dtype: Literal["float32", "bfloat16"] = "float32"
+    init_group: str | None = Field(
+        None, description="participants with the same group start from the same random weights (FedAvg needs "
+        "a common initialisation); None = each participant its own"
+    )
 
 
 class TrainConfig(_Strict):
@@ -60,6 +64,9 @@ class DataConfig(_Strict):
     dirichlet_alpha: float = Field(0.5, gt=0)
     client_domains: list[list[str]] | None = Field(
         None, description="with partition=domain: the domains of each client; None = round-robin"
+    )
+    public_weights: dict[str, float] | None = Field(
+        None, description="relative share of each domain in the public set P; None = even (domain-shift uses this)"
     )
     client_train: int = Field(1200, gt=0)
     client_test: int = Field(250, gt=0)
@@ -114,6 +121,21 @@ class LadaConfig(_Strict):
     student_temperature: float = Field(0.0, ge=0, description="learner paths (rejected side); 0 = greedy")
 
 
+class FedMKTConfig(_Strict):
+    """The `fedmkt` host (arXiv 2406.02224): mutual top-k logit distillation on the public samples."""
+
+    top_k: int = Field(128, gt=0, description="logits per token each side sends")
+    lm_weight: float = Field(0.9, ge=0, le=1, description="a in a * L_LM + (1 - a) * L_KD")
+    strategy: Literal["greater", "weighted_mean"] = "greater"
+
+
+class FedCoLLMConfig(_Strict):
+    """The `fedcollm` host: FedAvg of the clients, then server-side mutual distillation LLM <-> aggregate."""
+
+    top_k: int = Field(128, gt=0)
+    kd_weight: float = Field(1.0, ge=0, description="lambda in L_LM + lambda * KL")
+
+
 class RuntimeConfig(_Strict):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     threads: int = Field(0, ge=0, description="torch CPU threads; 0 = all cores")
@@ -131,6 +153,8 @@ class RunConfig(_Strict):
     clients: list[ParticipantConfig] = Field(min_length=1)
     round: RoundConfig = RoundConfig()
     lada: LadaConfig = LadaConfig()
+    fedmkt: FedMKTConfig = FedMKTConfig()
+    fedcollm: FedCoLLMConfig = FedCoLLMConfig()
     runtime: RuntimeConfig = RuntimeConfig()
 
     @model_validator(mode="after")
@@ -139,6 +163,7 @@ class RunConfig(_Strict):
 
         if self.method not in HOSTS:
             raise ValueError(f"method: unknown {self.method!r}; choose one of {', '.join(sorted(HOSTS))}")
+        HOSTS[self.method].check_config(self)
         cd = self.data.client_domains
         if cd is not None and len(cd) != len(self.clients):
             raise ValueError(f"data.client_domains has {len(cd)} entries for {len(self.clients)} clients")

@@ -15,7 +15,7 @@ Design choices:
   mix is its column of shares, normalised, and its fixed-size train/test sets follow that mix.
   With one domain (a plain GSM8K file) every mix is [1.0], so Dirichlet degenerates to an even IID
   split, as does `domain` with more clients than domains (clients then share a domain's pool).
-- P and G are split evenly over all domains (P's solutions are kept, but the server must use only
+- P and G are split evenly over all domains (P by `public_weights` when given) (P's solutions are kept, but the server must use only
   questions and gold answers). For math-mix each set has its own digit range (clients see short
   operands, tests, P and G longer ones: the clients' room to grow is length generalisation).
 - A data file too small for the requested sizes shrinks every set of the short domain by the same
@@ -131,7 +131,13 @@ def _plan(cfg: DataConfig, domains: list[str], mixtures: list[list[float]], with
     for k, mix in enumerate(mixtures):
         requests += spread(f"client-{k}-train", cfg.client_train, mix, ranges.get("client_digits"))
     even = [1.0] * len(domains)
-    requests += spread("public", cfg.public, even, ranges.get("public_digits"))
+    public_mix = even
+    if cfg.public_weights is not None:
+        unknown = set(cfg.public_weights) - set(domains)
+        if unknown or sum(cfg.public_weights.values()) <= 0:
+            raise ValueError(f"data.public_weights: keys must be among the domains {domains} with a positive sum")
+        public_mix = [cfg.public_weights.get(d, 0.0) for d in domains]
+    requests += spread("public", cfg.public, public_mix, ranges.get("public_digits"))
     requests += spread("server-corpus", cfg.server_corpus, even, ranges.get("server_digits"))
     return requests
 

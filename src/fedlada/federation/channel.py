@@ -7,6 +7,7 @@ so in-process runs obey the same isolation as a real deployment.
 from __future__ import annotations
 
 from collections import defaultdict
+from pathlib import Path
 from typing import Protocol
 
 from fedlada.federation.messages import Message, decode, encode
@@ -19,7 +20,12 @@ class Handler(Protocol):
 
 
 class Channel:
-    """Server-side view of the clients: `call(client, request) -> reply`, with byte accounting."""
+    """Server-side view of the clients: `call(client, request) -> reply`, with byte accounting.
+
+    Bytes are always the size of the project encoding (`encode`) of each request and reply, whatever
+    carries them, so in-process and Flower runs report the same traffic. Transports other than this
+    in-process one (the Flower channel) override `_send`, `save_clients` and `load_clients`.
+    """
 
     def __init__(self, clients: list[Handler], server_name: str = "server"):
         self.clients = clients
@@ -32,13 +38,27 @@ class Channel:
         self.received[receiver] += nbytes
 
     def call(self, index: int, request: Message) -> Message:
-        client = self.clients[index]
+        name = self.clients[index].name
         data = encode(request)
-        self._count(self.server_name, client.name, len(data))
-        reply = client.handle(decode(data))
-        data = encode(reply)
-        self._count(client.name, self.server_name, len(data))
-        return decode(data)
+        self._count(self.server_name, name, len(data))
+        reply, nbytes = self._send(index, request, data)
+        self._count(name, self.server_name, nbytes)
+        return reply
+
+    def _send(self, index: int, request: Message, data: bytes) -> tuple[Message, int]:
+        """Deliver one encoded request; returns the decoded reply and the size of its encoding."""
+        reply = encode(self.clients[index].handle(decode(data)))
+        return decode(reply), len(reply)
+
+    def save_clients(self, path: Path, round_: int) -> None:
+        """Checkpoint every client after `round_` (in-process: under `path/<client name>`)."""
+        for c in self.clients:
+            c.save(path / c.name)
+
+    def load_clients(self, path: Path, round_: int) -> None:
+        """Restore every client to the checkpoint of `round_` written by `save_clients`."""
+        for c in self.clients:
+            c.load(path / c.name)
 
     def take_counts(self) -> tuple[dict[str, int], dict[str, int]]:
         """Bytes sent/received per participant since the last call (one round's traffic)."""

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from fedlada.config import ParticipantConfig, RunConfig, TrainConfig
+from fedlada.config import ModelConfig, ParticipantConfig, RunConfig, TrainConfig
 from fedlada.data.answers import is_correct
 from fedlada.data.types import Example
 from fedlada.eval import evaluate
@@ -34,6 +34,13 @@ def fingerprint(*parts) -> str:
     for part in parts:
         h.update(json.dumps(part, sort_keys=True, default=str).encode())
     return h.hexdigest()[:16]
+
+
+def init_seed(run: RunConfig, name: str, model: ModelConfig) -> int:
+    """The seed of a participant's initial weights: its own, or its `init_group`'s (shared)."""
+    if model.init_group is not None:
+        return derive_seed(run.seed, "init-group", model.init_group)
+    return derive_seed(run.seed, name, "init")
 
 
 def _examples_fingerprint(examples: list[Example]) -> str:
@@ -60,8 +67,10 @@ class Participant:
 
     def prepare(self) -> dict[str, float]:
         """Round-0 model: base training on own data; reused from the cache when config and data match."""
+        # init_group joined the config later; leaving it out while unset keeps earlier caches valid
+        unset = {"model": {"init_group"}} if self.pcfg.model.init_group is None else None
         key = fingerprint(
-            self.pcfg.model_dump(mode="json"), self.run.seed, self.name, _examples_fingerprint(self.train)
+            self.pcfg.model_dump(mode="json", exclude=unset), self.run.seed, self.name, _examples_fingerprint(self.train)
         )
         path = self.cache_dir / "base" / f"{self.name}-{key}"
         start = time.perf_counter()
@@ -69,7 +78,8 @@ class Participant:
             self.lm = LM.load(path, device=self.device)
             self.ui.log(f"{self.name}: base model from cache {path}")
             return {"seconds/prepare": time.perf_counter() - start, "cached": 1.0}
-        self.lm = load_model(self.pcfg.model, device=self.device, seed=derive_seed(self.run.seed, self.name, "init"), cache_dir=self.cache_dir)
+        self.lm = load_model(self.pcfg.model, device=self.device, seed=init_seed(self.run, self.name, self.pcfg.model),
+                             cache_dir=self.cache_dir)
         stats = self._sft(
             [e.prompt for e in self.train], [e.solution for e in self.train], self.pcfg.base,
             derive_seed(self.run.seed, self.name, "base"), "base training",

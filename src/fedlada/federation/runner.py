@@ -64,7 +64,14 @@ def _append_jsonl(path: Path, rows: list[dict]) -> None:
 
 
 class Runner:
-    def __init__(self, cfg: RunConfig, out_dir: Path, ui: UI | None = None):
+    """The round loop on the server side.
+
+    Without `channel`, every client lives in this process behind the in-process `Channel`. With one
+    (the Flower channel), the clients live elsewhere: the runner holds the server and the host only,
+    and `channel.clients` are the clients' names.
+    """
+
+    def __init__(self, cfg: RunConfig, out_dir: Path, ui: UI | None = None, channel: Channel | None = None):
         self.cfg, self.out, self.ui = cfg, Path(out_dir), ui or UI()
         if cfg.runtime.threads:
             torch.set_num_threads(cfg.runtime.threads)
@@ -73,10 +80,14 @@ class Runner:
         data = build_federation_data(cfg.data, len(cfg.clients), cfg.seed)
         kw = dict(device=device, cache_dir=cache, ui=self.ui)
         self.server = Server(cfg, data.server_corpus, data.public, data.global_test, **kw)
-        self.clients = [
-            Client(i, cfg, cd.train, cd.test, data.global_test, **kw) for i, cd in enumerate(data.clients)
-        ]
-        self.channel = Channel(self.clients)
+        if channel is None:
+            self.clients = [
+                Client(i, cfg, cd.train, cd.test, data.global_test, **kw) for i, cd in enumerate(data.clients)
+            ]
+            channel = Channel(self.clients)
+        else:
+            self.clients = []  # remote: reachable only through the channel
+        self.channel = channel
         self.host = HOSTS[cfg.method](cfg)
 
     # -- checkpoints -------------------------------------------------------------------------
@@ -85,8 +96,7 @@ class Runner:
         tmp = root / f"round-{round_}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         self.server.save(tmp / "server")
-        for c in self.clients:
-            c.save(tmp / c.name)
+        self.channel.save_clients(tmp, round_)
         self.host.save_state(tmp / "host")
         (tmp / "state.json").write_text(json.dumps({"round": round_}))
         final = root / f"round-{round_}"
@@ -103,11 +113,10 @@ class Runner:
         if not found:
             return -1
         path = found[-1]
-        self.server.load(path / "server")
-        for c in self.clients:
-            c.load(path / c.name)
-        self.host.load_state(path / "host")
         done = json.loads((path / "state.json").read_text())["round"]
+        self.server.load(path / "server")
+        self.channel.load_clients(path, done)
+        self.host.load_state(path / "host")
         for name in (METRICS, SELECTIONS):
             rows = [r for r in _read_jsonl(self.out / name) if r["round"] <= done]
             (self.out / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -120,11 +129,11 @@ class Runner:
     # -- rounds ------------------------------------------------------------------------------
     def _evaluate_and_log(self, ctx: RoundContext) -> list[dict]:
         ctx.record("server", self.server.evaluate())
-        for i in range(len(self.clients)):
+        for i in range(ctx.num_clients):
             ctx.call(i, Evaluate(ctx.round))
         sent, received = self.channel.take_counts()
         rows = []
-        for p in [self.server, *self.clients]:
+        for p in [self.server, *self.channel.clients]:
             rows += metric_rows(ctx.round, p.name, p.role, ctx.stats.get(p.name, {}), sent.get(p.name, 0), received.get(p.name, 0))
         _append_jsonl(self.out / METRICS, rows)
         _append_jsonl(self.out / SELECTIONS, ctx.selections)
@@ -133,7 +142,7 @@ class Runner:
     def _round_zero(self) -> list[dict]:
         ctx = RoundContext(0, self.cfg, self.server, self.channel, self.ui)
         ctx.record("server", self.server.prepare())
-        for i in range(len(self.clients)):
+        for i in range(ctx.num_clients):
             ctx.call(i, Prepare())
         return self._evaluate_and_log(ctx)
 

@@ -57,6 +57,10 @@ class Host:
     def __init__(self, cfg: RunConfig):
         self.cfg = cfg
 
+    @classmethod
+    def check_config(cls, cfg: RunConfig) -> None:
+        """Raise ValueError (a one-line config error) when the host cannot run this federation."""
+
     def local_step(self, ctx: RoundContext) -> None:
         rc = self.cfg.round
         if rc.local.steps:
@@ -71,6 +75,10 @@ class Host:
 
     def exchange(self, ctx: RoundContext) -> None:
         """No exchange: the models learn only from their own data."""
+
+    def deliver(self, ctx: RoundContext) -> None:
+        """What the clients must receive from the local step when a plug-in replaces `exchange`
+        (FedCoLLM: the FedAvg aggregate). Hosts whose exchange carries nothing else keep this empty."""
 
     def save_state(self, path) -> None:
         """Persist host state that must survive resume (LaDa's filters); stateless hosts keep none."""

@@ -103,6 +103,17 @@ def _nll(lm, prompts, paths, batch_size) -> np.ndarray:
     return -_np(logp) / np.maximum(_np(ntok), 1)
 
 
+def own_pairs(learner, n_exchanged: int, round_: int) -> list:
+    """Pairs on the learner's own data, in the same share of the phase as in `distill`
+    (`round.transfer_local_fraction`): they keep the learner on its own domain (both directions)."""
+    run = learner.run
+    frac = run.round.transfer_local_fraction
+    rng = random.Random(derive_seed(run.seed, learner.name, "local-pairs", round_))
+    local = rng.sample(learner.train, min(round(n_exchanged * frac / (1 - frac)), len(learner.train)))
+    paths = learner.lm.generate([e.prompt for e in local], run.round.max_new_tokens, batch_size=run.runtime.eval_batch_size)
+    return local_pairs(local, paths, [is_correct(p, e.answer) for p, e in zip(paths, local)])
+
+
 # ------------------------------------------------------------------------------------ client side
 @client_handler(Candidates)
 def on_candidates(client: Client, msg: Candidates) -> PairOffer:
@@ -137,12 +148,7 @@ def on_candidates(client: Client, msg: Candidates) -> PairOffer:
         PathRecord(msg.sample_ids[i], msg.prompts[i], msg.paths[i], msg.correct[i], p, ok)
         for i, p, ok in zip(chosen, own, own_ok)
     ])
-    # Own data keeps the learner on its domain, in the same share as in `distill` (transfer_local_fraction).
-    frac = run.round.transfer_local_fraction
-    rng = random.Random(derive_seed(run.seed, client.name, "local-pairs", msg.round))
-    local = rng.sample(client.train, min(round(len(pairs) * frac / (1 - frac)), len(client.train)))
-    local_paths = lm.generate([e.prompt for e in local], run.round.max_new_tokens, batch_size=bs)
-    mine = local_pairs(local, local_paths, [is_correct(p, e.answer) for p, e in zip(local_paths, local)])
+    mine = own_pairs(client, len(pairs), msg.round)
     client.state["pending"] = {
         "round": msg.round,
         "sample_ids": [msg.sample_ids[i] for i in chosen],
@@ -270,8 +276,9 @@ class Lada:
         if lada.loss == "sft":
             stats = server.mixed_sft(ctx.round, [p[0] for p in pairs], [p[1] for p in pairs], "lada")
         else:
+            mine = [(p.prompt, p.chosen, p.rejected) for p in own_pairs(server, len(pairs), ctx.round)]
             with ctx.ui.task(f"server: round {ctx.round} dard", transfer.steps) as advance:
-                stats = train_dard(server.lm, pairs, refs if lada.ref == "teacher" else None, [], transfer, lada,
+                stats = train_dard(server.lm, pairs, refs if lada.ref == "teacher" else None, mine, transfer, lada,
                                    seed=derive_seed(seed, "server", "transfer", ctx.round), progress=advance)
         rewards_all = []
         for k, entry in enumerate(chosen_by_client):
@@ -322,6 +329,7 @@ def with_lada(host_cls: type[Host]) -> type[Host]:
             self.lada = Lada(cfg, up=host_cls.server_learns)
 
         def exchange(self, ctx: RoundContext) -> None:
+            self.deliver(ctx)
             self.lada.exchange(ctx)
 
         def save_state(self, path) -> None:

@@ -78,6 +78,14 @@ class LM:
         if limit is not None and tokens > limit:
             raise ValueError(f"{self.name}: a sequence of {tokens} tokens exceeds the model's {limit} positions")
 
+    def vocab_strings(self) -> list[str]:
+        """Each token id's text (special tokens as their names), for matching tokens across tokenizers."""
+        if not hasattr(self, "_vocab_strings"):
+            strings = [self.tokenizer.decode([i]) for i in range(len(self.tokenizer))]
+            padding = max(0, self.model.config.vocab_size - len(strings))  # embedding rows past the tokenizer
+            self._vocab_strings = strings + [""] * padding
+        return self._vocab_strings
+
     def _token_ids(self, texts: list[str]) -> list[list[int]]:
         if not texts:  # HF tokenizers fail on an empty batch
             return []
@@ -154,8 +162,9 @@ class LM:
         self._check_length(max(map(len, seqs), default=0))
         return seqs, starts
 
-    def _logprobs(self, seqs: list[torch.Tensor], starts: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Summed completion log-probs and token counts for one batch (the only place that masks them).
+    def _scored_logits(self, seqs: list[torch.Tensor], starts: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Logits at the scored positions of one batch (the only place that masks them): `(logits [N, V],
+        labels [N], rows [N])` for the N completion tokens + eos, row-major (sequence by sequence, in order).
 
         Right padding with explicit positions (count of real tokens before each one) makes every row
         exactly what it would be alone, whatever the batch it shares.
@@ -171,10 +180,15 @@ class LM:
         # logits[:, t] predicts token t + 1; score the tokens from the first completion token to eos.
         nxt = pos[None, 1:]
         scored = (nxt >= torch.tensor(starts, device=device)[:, None]) & (nxt < lengths[:, None])
-        token_lp = -F.cross_entropy(logits[:, :-1][scored].float(), ids[:, 1:][scored], reduction="none")
         rows = torch.arange(len(seqs), device=device)[:, None].expand_as(scored)[scored]
-        sums = torch.zeros(len(seqs), device=device).index_add(0, rows, token_lp)
-        return sums, scored.sum(1)
+        return logits[:, :-1][scored].float(), ids[:, 1:][scored], rows
+
+    def _logprobs(self, seqs: list[torch.Tensor], starts: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Summed completion log-probs and token counts for one batch."""
+        logits, labels, rows = self._scored_logits(seqs, starts)
+        token_lp = -F.cross_entropy(logits, labels, reduction="none")
+        sums = torch.zeros(len(seqs), device=self.device).index_add(0, rows, token_lp)
+        return sums, torch.bincount(rows, minlength=len(seqs))
 
     def sequence_logprobs(self, prompts: list[str], completions: list[str], *, batch_size: int = 256,
                           grad: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -201,6 +215,25 @@ class LM:
             sums, counts = torch.cat(sums)[restore], torch.cat(counts)[restore]
         # Clones made outside inference mode are ordinary tensors, usable next to autograd ones (DARD refs).
         return sums.clone(), counts.clone()
+
+    def topk_logprobs(self, prompts: list[str], completions: list[str], k: int, *,
+                      batch_size: int = 256) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
+        """Per pair, at every completion token + eos: `(label ids [T], label log-probs [T], top-k ids [T, k],
+        top-k log-probs [T, k])` (numpy, CPU): the per-token knowledge logit-exchanging hosts (FedMKT) send."""
+        seqs, starts = self._encode_pairs(prompts, completions)
+        k = min(k, self.model.config.vocab_size)
+        out = []
+        with torch.inference_mode():
+            for lo in range(0, len(seqs), batch_size):
+                logits, labels, rows = self._scored_logits(seqs[lo : lo + batch_size], starts[lo : lo + batch_size])
+                logp = torch.log_softmax(logits, -1)
+                top = logp.topk(k, dim=-1)
+                label_lp = logp.gather(1, labels[:, None]).squeeze(1)
+                counts = torch.bincount(rows, minlength=len(seqs[lo : lo + batch_size])).tolist()
+                parts = (labels, label_lp, top.indices, top.values)
+                for sample in zip(*(t.split(counts) for t in parts)):
+                    out.append(tuple(t.cpu().numpy() for t in sample))
+        return out
 
     def mean_hidden(self, texts: list[str], batch_size: int = 256) -> np.ndarray:
         """Mean-pooled last hidden state of `[bos] + tokens(text)`, one row per text (float32, CPU).

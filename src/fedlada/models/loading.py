@@ -14,7 +14,6 @@ import os
 import shutil
 from pathlib import Path
 
-import peft
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -73,6 +72,8 @@ def _from_pretrained(source: str | Path):
 
 
 def _add_lora(model, lora: LoraConfig, seed: int, name: str):
+    import peft  # imported here: it adds seconds to every process start and only LoRA needs it
+
     config = peft.LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
                              target_modules=lora.target_modules, task_type="CAUSAL_LM",
                              fan_in_fan_out=model.config.model_type == "gpt2")  # GPT-2 stores Conv1D weights transposed
@@ -86,6 +87,8 @@ def _load_adapters(path: Path, meta: dict, cfg: ModelConfig, device, cache_dir: 
         raise ValueError(f"model {cfg.name!r} already holds LoRA adapters; drop `lora` from its config")
     base = load_model(ModelConfig(name=meta["base"]["name"], dtype=cfg.dtype), seed=meta["base"]["seed"],
                       cache_dir=cache_dir)
+    import peft
+
     model = peft.PeftModel.from_pretrained(base.model, path, is_trainable=True)
     return LM(model.to(device), base.tokenizer, name=meta["name"], dtype=cfg.dtype, base=meta["base"])
 

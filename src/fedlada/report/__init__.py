@@ -35,13 +35,18 @@ def accuracy_grid(rows: list[dict]) -> tuple[list[str], list[list[str]]]:
     return header, body
 
 
+def mean_accuracy(rows: list[dict], round_: int, role: str, split: str) -> float:
+    """Mean accuracy over the participants of `role` ("client" | "server") on `split` in a round; nan if none."""
+    vals = [r["accuracy"] for r in rows if r["round"] == round_ and r["role"] == role and r["split"] == split]
+    return sum(vals) / len(vals) if vals else float("nan")
+
+
 def summary(rows: list[dict]) -> dict[str, float]:
     """Final-round numbers: mean client accuracy (own and global test), server accuracy, gains over round 0."""
     last = max(r["round"] for r in rows)
 
     def mean(t, role, split):
-        vals = [r["accuracy"] for r in rows if r["round"] == t and r["role"] == role and r["split"] == split]
-        return sum(vals) / len(vals) if vals else float("nan")
+        return mean_accuracy(rows, t, role, split)
 
     out = {
         "rounds": last,
@@ -55,7 +60,7 @@ def summary(rows: list[dict]) -> dict[str, float]:
     return out
 
 
-def _markdown_table(header: list[str], body: list[list[str]]) -> str:
+def markdown_table(header: list[str], body: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in body]
     return "\n".join(lines)
@@ -115,11 +120,11 @@ def filter_section(selections: list[dict]) -> list[str]:
     return [
         "## Filters", "",
         "Mean learnability reward of the chosen samples, per round and pair (DESIGN 3.3):", "",
-        _markdown_table(header, body), "",
+        markdown_table(header, body), "",
         "What each filter chose over the run: the learner's per-token NLL of the offered path (difficulty "
         "for that learner), path length, how often the offered path was right and the learner's own path "
         "was right, and the domains of the chosen public questions:", "",
-        _markdown_table(header2, body2),
+        markdown_table(header2, body2),
     ]
 
 
@@ -133,7 +138,7 @@ def write_report(run_dir: Path, *, plot: bool = True) -> Path:
         "",
         "Accuracy (%) per round; *own* = the participant's private test set, *global* = the global test set.",
         "",
-        _markdown_table(header, body),
+        markdown_table(header, body),
         "",
         f"Final round {s['rounds']}: mean client accuracy {100 * s['client_own']:.1f}% own "
         f"({100 * s['client_own_gain']:+.1f} vs round 0), {100 * s['client_global']:.1f}% global "

@@ -1,0 +1,193 @@
+"""The Flower `ServerApp` and `ClientApp`: the in-process round loop, with Flower as the channel.
+
+The ServerApp runs the same `Runner` as `fedlada run`, holding the server and the host; the only
+difference is its channel, whose `call(i, msg)` sends the project message to the SuperNode holding
+partition i and waits for the reply. Bytes are counted as in-process: the size of `encode(msg)`.
+The ClientApp decodes the message and hands it to `node.Node`, which rebuilds the client from
+its state directory, so it works whether a ClientApp process lives for one message or many.
+
+Run config keys (defaults in the app's pyproject.toml; `fedlada flower ...` sets them):
+`config` (path or packaged name), `set` (overrides, `;`-separated), `config-yaml` (a full config;
+wins over the two), `out` (the server's run directory), `resume`, `state-dir` (client state root
+when a node config gives none), `node-wait` (seconds to wait for all SuperNodes).
+Node config keys: `partition-id`, `num-partitions` (required), `state-dir`, `cache-dir`, `data-path`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import tempfile
+import time
+import traceback
+from pathlib import Path
+
+import yaml
+from flwr.app import Context, Message
+from flwr.clientapp import ClientApp
+from flwr.serverapp import Grid, ServerApp
+
+from fedlada.config import RunConfig, config_from_dict, load_config
+from fedlada.federation.channel import Channel
+from fedlada.federation.flower.node import Hello, Node, NodeSettings, Restore, run_tag
+from fedlada.federation.flower.records import from_record, to_record
+from fedlada.federation.messages import Message as ProjectMessage
+from fedlada.federation.messages import encode
+from fedlada.progress import UI
+
+MESSAGE_TYPE = "query.fedlada"
+STATUS = "flower-status.json"
+
+
+class LogUI(UI):
+    """Plain log lines (Flower collects the apps' output); no progress bars."""
+
+    def __init__(self, prefix: str = ""):
+        self.prefix = prefix
+
+    def log(self, message: str) -> None:
+        print(f"{time.strftime('%H:%M:%S')} {self.prefix}{message}", file=sys.stderr, flush=True)
+
+
+def config_from_run(run_config) -> RunConfig:
+    text = str(run_config.get("config-yaml", "") or "")
+    if text.strip():
+        return config_from_dict(yaml.safe_load(text))
+    overrides = [s.strip() for s in re.split(r"[;\n]", str(run_config.get("set", "") or "")) if s.strip()]
+    return load_config(str(run_config.get("config", "") or "") or None, overrides)
+
+
+def out_dir(run_config, cfg: RunConfig) -> Path:
+    out = str(run_config.get("out", "") or "")
+    return Path(out) if out else Path("runs") / f"{cfg.name}-{cfg.method}-seed{cfg.seed}"
+
+
+# ------------------------------------------------------------------------------------ server side
+class RemoteClient:
+    """What the server side knows of a client living on a SuperNode: its name."""
+
+    role = "client"
+
+    def __init__(self, name: str):
+        self.name = name
+
+
+class RemoteError(RuntimeError):
+    pass
+
+
+class FlowerChannel(Channel):
+    """`Channel` whose clients live on SuperNodes; one Flower message per project message."""
+
+    def __init__(self, grid: Grid, node_ids: list[int], names: list[str], poll_max: float = 0.5):
+        super().__init__([RemoteClient(n) for n in names])
+        self.grid, self.node_ids, self.poll_max = grid, node_ids, poll_max
+
+    @classmethod
+    def connect(cls, grid: Grid, num_clients: int, wait: float, ui: UI) -> FlowerChannel:
+        """Wait for the SuperNodes, ask each for its partition and map partition i -> node."""
+        deadline = time.monotonic() + wait
+        while len(ids := list(grid.get_node_ids())) < num_clients:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{len(ids)} of {num_clients} SuperNodes connected after {wait:.0f} s")
+            time.sleep(0.5)
+        probe = cls(grid, ids, [f"node-{i}" for i in ids])
+        by_partition: dict[int, int] = {}
+        for j, node_id in enumerate(ids):
+            info = probe.exchange(j, Hello())
+            if info.num_partitions != num_clients:
+                raise ValueError(f"node {node_id}: num-partitions={info.num_partitions}, the config has {num_clients} clients")
+            if info.partition_id in by_partition:
+                raise ValueError(f"nodes {by_partition[info.partition_id]} and {node_id} both hold partition {info.partition_id}")
+            by_partition[info.partition_id] = node_id
+        missing = sorted(set(range(num_clients)) - set(by_partition))
+        if missing:
+            raise ValueError(f"no SuperNode holds partition(s) {missing}")
+        ui.log("SuperNodes: " + ", ".join(f"client-{i} on node {by_partition[i]}" for i in range(num_clients)))
+        return cls(grid, [by_partition[i] for i in range(num_clients)], [f"client-{i}" for i in range(num_clients)])
+
+    def exchange(self, index: int, request: ProjectMessage) -> ProjectMessage:
+        """Send one message to client `index` and wait for its reply (not counted as traffic)."""
+        msg = Message(content=to_record(request), dst_node_id=self.node_ids[index], message_type=MESSAGE_TYPE)
+        ids = set(self.grid.push_messages([msg]))
+        pause, replies = 0.01, []
+        while not replies:  # Grid.send_and_receive polls every 3 s; per-message round trips add up
+            replies = list(self.grid.pull_messages(ids))
+            if not replies:
+                time.sleep(pause)
+                pause = min(pause * 1.5, self.poll_max)
+        reply = replies[0]
+        if reply.has_error():
+            raise RemoteError(f"{self.clients[index].name} (node {self.node_ids[index]}): {reply.error.reason}")
+        return from_record(reply.content)
+
+    def _send(self, index: int, request: ProjectMessage, data: bytes) -> tuple[ProjectMessage, int]:
+        reply = self.exchange(index, request)
+        return reply, len(encode(reply))
+
+    def save_clients(self, path: Path, round_: int) -> None:
+        # Each node snapshotted its client when it answered Evaluate(round_), the round's last message.
+        (path / "clients.json").write_text(json.dumps(
+            {"round": round_, "clients": [c.name for c in self.clients], "where": "each SuperNode's state-dir"}) + "\n")
+
+    def load_clients(self, path: Path, round_: int) -> None:
+        for i in range(len(self.clients)):
+            self.exchange(i, Restore(round_))
+
+
+server_app = ServerApp()
+
+
+@server_app.main()
+def server_main(grid: Grid, context: Context) -> None:
+    from fedlada.federation.runner import Runner
+    from fedlada.report import write_report
+
+    rc = context.run_config
+    cfg = config_from_run(rc)
+    out = out_dir(rc, cfg).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    status = out / STATUS
+    status.write_text(json.dumps({"status": "running"}) + "\n")
+    ui = LogUI()
+    ui.log(f"run {out}: method={cfg.method} seed={cfg.seed} rounds={cfg.rounds} clients={len(cfg.clients)}")
+    try:
+        channel = FlowerChannel.connect(grid, len(cfg.clients), float(rc.get("node-wait", 300)), ui)
+
+        def on_round(t, rows):
+            ui.log(f"round {t}: " + ", ".join(f"{r['participant']} {r['split'].split('_')[0]} {100 * r['accuracy']:.1f}" for r in rows))
+
+        Runner(cfg, out, ui, channel=channel).run(resume=bool(rc.get("resume", False)), on_round=on_round)
+        write_report(out)
+        status.write_text(json.dumps({"status": "finished"}) + "\n")
+    except BaseException as err:
+        status.write_text(json.dumps({"status": "failed", "error": f"{type(err).__name__}: {err}",
+                                      "traceback": traceback.format_exc()}) + "\n")
+        raise
+
+
+# ------------------------------------------------------------------------------------ client side
+client_app = ClientApp()
+
+
+def node_settings(run_config, node_config, cfg: RunConfig) -> NodeSettings:
+    for key in ("partition-id", "num-partitions"):
+        if key not in node_config:
+            raise KeyError(f"node config needs {key} (flower-supernode --node-config 'partition-id=0 num-partitions=3')")
+    base = node_config.get("state-dir") or run_config.get("state-dir") or Path(tempfile.gettempdir()) / "fedlada-flower"
+    return NodeSettings(
+        partition_id=int(node_config["partition-id"]), num_partitions=int(node_config["num-partitions"]),
+        state_dir=Path(str(base)).expanduser() / run_tag(str(out_dir(run_config, cfg))),
+        cache_dir=Path(str(node_config["cache-dir"])).expanduser() if node_config.get("cache-dir") else None,
+        data_path=str(node_config["data-path"]) if node_config.get("data-path") else None,
+    )
+
+
+@client_app.query("fedlada")
+def client_main(message: Message, context: Context) -> Message:
+    cfg = config_from_run(context.run_config)
+    settings = node_settings(context.run_config, context.node_config, cfg)
+    node = Node(cfg, settings, LogUI(f"client-{settings.partition_id}: "))
+    reply = node.handle(from_record(message.content))
+    return Message(to_record(reply), reply_to=message)

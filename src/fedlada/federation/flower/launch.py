@@ -1,0 +1,246 @@
+"""Start a SuperLink (and SuperNodes) as real processes, submit the fedlada app, stop them all.
+
+Every process is started in a session of its own and stopped by its pid (its process group and
+any descendant found under it), in a `finally`, so Ctrl-C or a failure leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+APP_DIR = Path(__file__).parent / "app"
+CONNECTION = "fedlada"
+
+
+@dataclass
+class TLS:
+    """PEM paths: the CA that signed the SuperLink's certificate, and that certificate with its key."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below `pid` (read from /proc; empty where there is none)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie is gone for our purposes
+        return (Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]) != "Z"
+    except OSError:
+        return False
+
+
+class Processes:
+    """The processes this launch started; `stop()` ends them all by pid."""
+
+    def __init__(self, log_dir: Path, env: dict[str, str]):
+        self.log_dir, self.env = log_dir, env
+        self.procs: list[tuple[str, subprocess.Popen]] = []
+        log_dir.mkdir(parents=True, exist_ok=True)
+
+    def start(self, name: str, argv: list[str]) -> subprocess.Popen:
+        log = open(self.log_dir / f"{name}.log", "ab")
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                env=self.env, start_new_session=True)
+        log.close()
+        self.procs.append((name, proc))
+        return proc
+
+    def check(self) -> None:
+        for name, proc in self.procs:
+            if proc.poll() is not None:
+                tail = (self.log_dir / f"{name}.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"{name} exited with code {proc.returncode}; log tail:\n{tail}")
+
+    def pids(self) -> list[int]:
+        """Our processes and everything below them, whether or not they left our process groups."""
+        pids = []
+        for _, proc in self.procs:
+            pids += [proc.pid, *_descendants(proc.pid)]
+        return pids
+
+    def stop(self, grace: float = 10.0) -> None:
+        pids = self.pids()
+        groups = [proc.pid for _, proc in self.procs]
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            for pgid in groups:
+                try:
+                    os.killpg(pgid, sig)
+                except (ProcessLookupError, PermissionError):
+                    pass
+            for pid in pids:
+                try:
+                    os.kill(pid, sig)
+                except (ProcessLookupError, PermissionError):
+                    pass
+            deadline = time.monotonic() + grace
+            while time.monotonic() < deadline:
+                for _, proc in self.procs:
+                    proc.poll()  # reap
+                if not any(_alive(p) for p in pids):
+                    return
+                time.sleep(0.1)
+
+
+def flower_env(flwr_home: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    bin_dir = str(Path(sys.executable).parent)  # flower-superexec must be on PATH for the SuperNodes
+    env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
+    env.update({"FLWR_HOME": str(flwr_home), "FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1",
+                "PYTHONUNBUFFERED": "1", "RAY_DEDUP_LOGS": "0",
+                "FLWR_SUPEREXEC_TASK_POLL_INTERVAL": "0.1"})  # default 1 s, paid once per message
+    return env
+
+
+def write_connection(flwr_home: Path, address: str, tls: TLS | None) -> None:
+    """`$FLWR_HOME/config.toml` with one SuperLink connection, the default."""
+    lines = ["[superlink]", f'default = "{CONNECTION}"', "", f"[superlink.{CONNECTION}]", f'address = "{address}"']
+    lines.append(f"root-certificates = {_toml_string(str(tls.ca))}" if tls else "insecure = true")
+    flwr_home.mkdir(parents=True, exist_ok=True)
+    (flwr_home / "config.toml").write_text("\n".join(lines) + "\n")
+
+
+def wait_port(port: int, procs: Processes, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        procs.check()
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port} after {timeout:.0f} s")
+
+
+def _toml_string(text: str) -> str:
+    return json.dumps(text)  # a JSON string is a valid TOML basic string
+
+
+def write_run_config(path: Path, values: dict) -> Path:
+    lines = []
+    for k, v in values.items():
+        lines.append(f"{k} = {str(v).lower() if isinstance(v, bool) else _toml_string(v) if isinstance(v, str) else v}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def superlink_argv(port: int, tls: TLS | None, simulation: bool, log_dir: Path) -> list[str]:
+    argv = ["flower-superlink", "--host", "127.0.0.1", "--port", str(port),
+            "--control-api-address", f"127.0.0.1:{free_port()}",
+            "--disable-runtime-dependency-installation"]
+    if simulation:
+        argv += ["--simulation"]
+    if tls:
+        argv += ["--ssl-ca-certfile", str(tls.ca), "--ssl-certfile", str(tls.cert), "--ssl-keyfile", str(tls.key)]
+    else:
+        argv += ["--insecure"]
+    return argv
+
+
+def supernode_argv(link_port: int, port: int, node_config: dict, tls: TLS | None) -> list[str]:
+    nc = " ".join(f"{k}={_toml_string(v) if isinstance(v, str) else v}" for k, v in node_config.items())
+    argv = ["flower-supernode", "--superlink", f"127.0.0.1:{link_port}", "--port", str(port), "--node-config", nc]
+    argv += ["--root-certificates", str(tls.ca)] if tls else ["--insecure"]
+    return argv
+
+
+def submit(procs: Processes, run_config: dict, work: Path, federation_options: list[str] | None = None) -> int:
+    """`flwr run APP_DIR fedlada --stream`: returns its exit code once the run has ended."""
+    app = work / "app"  # a copy, so that building the FAB never writes into the installed package
+    shutil.rmtree(app, ignore_errors=True)
+    shutil.copytree(APP_DIR, app)
+    argv = ["flwr", "run", str(app), CONNECTION, "--stream", "--run-config", str(write_run_config(work / "run-config.toml", run_config))]
+    for opt in federation_options or []:
+        argv += ["--federation-config", opt]
+    proc = procs.start("flwr-run", argv)
+    return proc.wait()
+
+
+def read_status(out: Path) -> dict:
+    from fedlada.federation.flower.apps import STATUS
+
+    path = out / STATUS
+    return json.loads(path.read_text()) if path.exists() else {"status": "missing"}
+
+
+def run_federation(
+    mode: str, run_config: dict, out: Path, num_clients: int, *, tls: TLS | None = None,
+    supernodes: int | None = None, work: Path | None = None, echo=print,
+) -> dict:
+    """Run the fedlada app on a SuperLink started here: `simulate` (Ray) or `local` (SuperNodes).
+
+    Returns the ServerApp's status (`finished`, or `failed` with the error). Every process
+    started here is stopped before returning, also on failure or Ctrl-C.
+    """
+    work = Path(work or out / "flower")
+    work.mkdir(parents=True, exist_ok=True)
+    flwr_home = work / "flwr-home"
+    procs = Processes(work / "logs", flower_env(flwr_home))
+    link_port = free_port()
+    (out / "flower-status.json").unlink(missing_ok=True)
+    old_sigterm = signal.getsignal(signal.SIGTERM)
+
+    def on_sigterm(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        signal.signal(signal.SIGTERM, on_sigterm)
+    except ValueError:  # not the main thread
+        old_sigterm = None
+    try:
+        write_connection(flwr_home, f"127.0.0.1:{link_port}", tls)
+        procs.start("superlink", superlink_argv(link_port, tls, mode == "simulate", work))
+        wait_port(link_port, procs)
+        echo(f"SuperLink on 127.0.0.1:{link_port} ({'TLS' if tls else 'insecure'}); logs in {procs.log_dir}")
+        if mode == "local":
+            for k in range(supernodes or num_clients):
+                node_config = {"partition-id": k, "num-partitions": num_clients, "state-dir": str(out / "nodes")}
+                procs.start(f"supernode-{k}", supernode_argv(link_port, free_port(), node_config, tls))
+            echo(f"{supernodes or num_clients} SuperNodes started (state in {out / 'nodes'})")
+        federation = [f"num-supernodes={supernodes or num_clients}"] if mode == "simulate" else None
+        code = submit(procs, run_config, work, federation)
+        status = read_status(out)
+        if status["status"] != "finished":
+            log = (procs.log_dir / "flwr-run.log").read_text(errors="replace")[-3000:]
+            status.setdefault("error", f"flwr run exited with code {code}")
+            status["log_tail"] = log
+        return status
+    finally:
+        procs.stop()
+        if old_sigterm is not None:
+            signal.signal(signal.SIGTERM, old_sigterm)

@@ -1,0 +1,153 @@
+"""What a SuperNode does with one message: rebuild its client, load its state, handle, save.
+
+A deployed SuperNode starts a fresh ClientApp process for every message, so nothing may live in
+memory between two messages. Each node keeps its client's model and plug-in state (filters, work
+pending between two messages) in a state directory:
+
+    <state-dir>/<run>/<client-k>/current/          model/ + state/ (as `Client.save` writes them)
+    <state-dir>/<run>/<client-k>/checkpoints/round-N/   after each finished round (last two kept)
+
+A round ends with `Evaluate(N)` (the runner evaluates, then checkpoints), so the node snapshots its
+state right after answering it: one message fewer per client and round, which matters when every
+message starts a process. On resume the server sends `Restore(N)` for its own last checkpoint; the
+previous snapshot is kept as well, in case the server stopped before writing its round-N checkpoint.
+
+`<run>` is the name of the server's run directory, so two runs never share a state and a resumed
+run finds its own. The client's data is rebuilt from the config (deterministic); only this node's
+partition is used. Nothing here imports Flower.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from fedlada.config import RunConfig
+from fedlada.data import build_federation_data
+from fedlada.federation.messages import Evaluate, Message, Prepare, register
+from fedlada.federation.participants import Client, torch_device
+from fedlada.progress import UI
+
+CURRENT = "current"
+CHECKPOINTS = "checkpoints"
+
+
+# Control messages: the server asks a node who it is, or to restore its client from a snapshot.
+# They are part of running the federation, not of the method, and are not counted as traffic.
+@register
+@dataclass
+class Hello(Message):
+    pass
+
+
+@register
+@dataclass
+class NodeInfo(Message):
+    partition_id: int
+    num_partitions: int
+    name: str
+
+
+@register
+@dataclass
+class Restore(Message):
+    round: int
+
+
+@register
+@dataclass
+class Done(Message):
+    pass
+
+
+def run_tag(out: str) -> str:
+    """The per-run folder name on a node: the server's run directory name, made path-safe."""
+    return re.sub(r"[^A-Za-z0-9_.+=-]", "_", Path(out).name) or "run"
+
+
+@dataclass
+class NodeSettings:
+    """A node's own settings, from its node config (Flower) with defaults from the run."""
+
+    partition_id: int
+    num_partitions: int
+    state_dir: Path
+    cache_dir: Path | None = None
+    data_path: str | None = None
+
+
+def _replace_dir(src: Path, dst: Path) -> None:
+    tmp = dst.with_name(f"{dst.name}.tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(src, tmp)
+    shutil.rmtree(dst, ignore_errors=True)
+    tmp.rename(dst)
+
+
+class Node:
+    """One SuperNode's client, alive for one message."""
+
+    def __init__(self, cfg: RunConfig, settings: NodeSettings, ui: UI | None = None):
+        if settings.num_partitions != len(cfg.clients):
+            raise ValueError(
+                f"node config num-partitions={settings.num_partitions}, but the config has {len(cfg.clients)} clients"
+            )
+        if not 0 <= settings.partition_id < len(cfg.clients):
+            raise ValueError(f"node config partition-id={settings.partition_id} is outside 0..{len(cfg.clients) - 1}")
+        self.cfg, self.settings, self.ui = cfg, settings, ui or UI()
+        self.name = f"client-{settings.partition_id}"
+        self.root = Path(settings.state_dir) / self.name
+
+    def _client(self) -> Client:
+        from fedlada.federation.runner import default_cache_dir
+
+        cfg = self.cfg
+        if self.settings.data_path:
+            cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"path": self.settings.data_path})})
+        if cfg.runtime.threads:
+            torch.set_num_threads(cfg.runtime.threads)
+        data = build_federation_data(cfg.data, len(cfg.clients), cfg.seed)
+        mine = data.clients[self.settings.partition_id]
+        cache = Path(self.settings.cache_dir) if self.settings.cache_dir else default_cache_dir(cfg)
+        return Client(self.settings.partition_id, cfg, mine.train, mine.test, data.global_test,
+                      device=torch_device(cfg.runtime.device), cache_dir=cache, ui=self.ui)
+
+    def handle(self, msg: Message) -> Message:
+        current = self.root / CURRENT
+        if isinstance(msg, Hello):
+            return NodeInfo(self.settings.partition_id, self.settings.num_partitions, self.name)
+        if isinstance(msg, Restore):
+            saved = self.root / CHECKPOINTS / f"round-{msg.round}"
+            if not (saved / "model").exists():
+                raise FileNotFoundError(f"{self.name}: no checkpoint of round {msg.round} in {saved}")
+            _replace_dir(saved, current)
+            return Done()
+        client = self._client()
+        if isinstance(msg, Prepare):  # a new run: forget any state left from an earlier one
+            shutil.rmtree(self.root, ignore_errors=True)
+        elif (current / "model").exists():
+            client.load(current)
+        else:
+            raise RuntimeError(f"{self.name}: no state in {current}; was round 0 (Prepare) run on this node?")
+        reply = client.handle(msg)
+        if isinstance(msg, Evaluate):  # evaluation changes nothing; it ends the round: snapshot
+            self._snapshot(msg.round)
+        elif client.lm is not None:
+            tmp = self.root / f"{CURRENT}.tmp{os.getpid()}"
+            shutil.rmtree(tmp, ignore_errors=True)
+            client.save(tmp)
+            shutil.rmtree(current, ignore_errors=True)
+            tmp.rename(current)
+        return reply
+
+    def _snapshot(self, round_: int) -> None:
+        _replace_dir(self.root / CURRENT, self.root / CHECKPOINTS / f"round-{round_}")
+        for old in (self.root / CHECKPOINTS).glob("round-*"):
+            n = old.name.split("-", 1)[1]
+            if n.isdigit() and int(n) < round_ - 1:
+                shutil.rmtree(old)

@@ -1,0 +1,112 @@
+"""`fedcollm`: FedCoLLM-style co-tuning for homogeneous clients.
+
+Each round, after the clients' local SFT on private data:
+
+1. every client sends its trainable weights (all of them, or only its LoRA adapters) and the server
+   averages them, weighted by the clients' training-set sizes (FedAvg) into one aggregate SLM;
+2. on the round's public samples (prompt + gold solution) the server distils mutually between its LLM
+   and the aggregate: each learns `L_LM + lambda * KL(other || self)`, the other's distributions taken
+   before either learns (top-k, moved across tokenizers as in FedMKT when the two differ);
+3. the aggregate goes back to every client.
+
+FedAvg needs the clients to share an architecture and a starting point: the config check demands
+identical client models and, for from-scratch presets, a common `model.init_group`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from fedlada.config import RunConfig
+from fedlada.federation.messages import Arrays, Message, Report, register
+from fedlada.federation.participants import Client, client_handler, init_seed
+from fedlada.hosts.base import Host, RoundContext
+from fedlada.hosts.fedmkt import knowledge, learn, receive
+from fedlada.models import load_model
+
+
+@register
+@dataclass
+class SendWeights(Message):
+    """Server -> client: reply with your trainable weights (`Arrays`, with your training-set size)."""
+
+    round: int
+
+
+@register
+@dataclass
+class SetWeights(Message):
+    """Server -> client: replace your trainable weights with these (the aggregate)."""
+
+    round: int
+    arrays: dict[str, np.ndarray]
+
+
+@client_handler(SendWeights)
+def on_send_weights(client: Client, msg: SendWeights) -> Arrays:
+    state = {k: v.numpy() for k, v in client.lm.state_dict_cpu().items()}
+    return Arrays(msg.round, state, {"n": float(len(client.train))})
+
+
+@client_handler(SetWeights)
+def on_set_weights(client: Client, msg: SetWeights) -> Report:
+    client.lm.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in msg.arrays.items()})
+    return Report({})
+
+
+def fedavg(states: list[dict[str, np.ndarray]], weights: list[float]) -> dict[str, np.ndarray]:
+    """Weighted average of parameter dicts with the same keys (weights need not sum to one)."""
+    if not states or len(states) != len(weights):
+        raise ValueError(f"fedavg: {len(states)} states for {len(weights)} weights")
+    w = np.asarray(weights, dtype=np.float64) / float(np.sum(weights))
+    return {k: sum(wi * s[k].astype(np.float64) for wi, s in zip(w, states)).astype(states[0][k].dtype) for k in states[0]}
+
+
+class FedCoLLM(Host):
+    name = "fedcollm"
+    server_learns = True
+
+    def __init__(self, cfg: RunConfig):
+        super().__init__(cfg)
+        self.slm = None  # the aggregate, rebuilt from the clients' weights every round
+
+    @classmethod
+    def check_config(cls, cfg: RunConfig) -> None:
+        models = [c.model for c in cfg.clients]
+        if any(m != models[0] for m in models):
+            raise ValueError("fedcollm averages client models: every clients[*].model must be the same")
+        if models[0].name.startswith("tiny-") and models[0].init_group is None:
+            raise ValueError("fedcollm: from-scratch clients need a common start; set clients[*].model.init_group")
+
+    def local_step(self, ctx: RoundContext) -> None:
+        super().local_step(ctx)
+        replies = [ctx.call(i, SendWeights(ctx.round)) for i in range(ctx.num_clients)]
+        avg = fedavg([r.arrays for r in replies], [r.values["n"] for r in replies])
+        if self.slm is None:
+            server = ctx.server
+            model = self.cfg.clients[0].model
+            self.slm = load_model(model, device=server.device, seed=init_seed(self.cfg, "client-0", model),
+                                  cache_dir=server.cache_dir)
+        self.slm.load_state_dict({k: torch.from_numpy(v) for k, v in avg.items()})
+
+    def deliver(self, ctx: RoundContext) -> None:
+        state = {k: v.numpy() for k, v in self.slm.state_dict_cpu().items()}
+        for i in range(ctx.num_clients):
+            ctx.call(i, SetWeights(ctx.round, state))
+
+    def exchange(self, ctx: RoundContext) -> None:
+        server, co, bs = ctx.server, self.cfg.fedcollm, self.cfg.runtime.eval_batch_size
+        pool = server.candidate_pool(ctx.round)
+        prompts, solutions = [e.prompt for e in pool], [e.solution for e in pool]
+        llm_k, _, _ = knowledge(server.lm, ctx.round, prompts, solutions, co.top_k, bs)
+        slm_k, _, _ = knowledge(self.slm, ctx.round, prompts, solutions, co.top_k, bs)
+        to_llm, to_slm = receive(slm_k, server.lm, solutions), receive(llm_k, self.slm, solutions)
+        args = (ctx.round, prompts, solutions)
+        ctx.record("server", learn(server.lm, "server", self.cfg, ctx.ui, *args, to_llm, 1.0, co.kd_weight, "fedcollm"))
+        stats = learn(self.slm, "aggregate", self.cfg, ctx.ui, *args, to_slm, 1.0, co.kd_weight, "fedcollm")
+        ctx.record("server", {f"aggregate/{k}": v for k, v in stats.items()})
+        self.deliver(ctx)
+

@@ -1,0 +1,143 @@
+"""`fedmkt`: FedMKT (arXiv 2406.02224), federated mutual knowledge transfer by top-k logits.
+
+Each round, after the clients' local SFT on private data (the host local step):
+
+1. the server takes the round's public samples (prompt + gold solution) and computes its top-k
+   next-token distributions on every solution token (`Knowledge`), before any learning;
+2. each client computes its own top-k on the same samples (its reply, also taken before learning),
+   moves the server's onto its own tokens and vocabulary (DTW alignment and minimum-edit-distance
+   vocabulary mapping, `distill.align`), picks per sample the distribution of the model with the
+   lower cross-entropy on the solution (`greater`; or `weighted_mean`) and trains on
+   `a * L_LM + (1 - a) * L_KD`;
+3. the server does the same with every client's distributions and its own (selective knowledge
+   fusion), so the LLM learns from the SLMs too.
+
+What crosses the wire is public text one way and, per token, k ids and k log-probs both ways: the
+bytes per round grow with k and the solution length, which `compare.md` sets against LaDa's text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from fedlada.distill.align import Sparse, VocabMap, project, select_targets
+from fedlada.distill.kd import train_kd
+from fedlada.federation.messages import Message, register
+from fedlada.federation.participants import Client, client_handler
+from fedlada.hosts.base import Host, RoundContext
+from fedlada.seeding import derive_seed
+
+
+@register
+@dataclass
+class Knowledge(Message):
+    """Top-k next-token distributions of one model on public (prompt, solution) pairs.
+
+    Self-contained across tokenizers: `tokens` lists the sender's token strings that occur, and the
+    arrays index into it: `offsets` [n+1] (sample i owns rows offsets[i]:offsets[i+1]), `labels` [T]
+    (the solution's tokens, then the end token), `topk` [T, k], `logp` [T, k], `ce` [n] (mean
+    per-token cross-entropy on the labels, the selection metric). The server fills in the texts;
+    client replies leave them empty (the server has them).
+    """
+
+    round: int
+    sample_ids: list[str]
+    prompts: list[str]
+    solutions: list[str]
+    tokens: list[str]
+    arrays: dict[str, np.ndarray]
+    values: dict[str, float] = field(default_factory=dict)
+
+
+def knowledge(lm, round_: int, prompts: list[str], solutions: list[str], k: int, batch_size: int
+              ) -> tuple[Knowledge, list[Sparse], np.ndarray]:
+    """`lm`'s Knowledge message (texts left empty), and the same distributions as its own targets."""
+    res = lm.topk_logprobs(prompts, solutions, k, batch_size=batch_size)
+    labels = np.concatenate([r[0] for r in res]) if res else np.zeros(0, dtype=np.int64)
+    topk = np.concatenate([r[2] for r in res]) if res else np.zeros((0, 1), dtype=np.int64)
+    used, inv = np.unique(np.concatenate([labels, topk.ravel()]), return_inverse=True)
+    strings = lm.vocab_strings()
+    ce = np.array([-float(r[1].mean()) for r in res], dtype=np.float32)
+    arrays = {
+        "offsets": np.cumsum([0] + [len(r[0]) for r in res]).astype(np.int64),
+        "labels": inv[: len(labels)].astype(np.int32),
+        "topk": inv[len(labels):].reshape(topk.shape).astype(np.int32),
+        "logp": np.concatenate([r[3] for r in res]).astype(np.float32) if res else np.zeros((0, 1), np.float32),
+        "ce": ce,
+    }
+    msg = Knowledge(round_, [], [], [], [strings[i] for i in used], arrays)
+    own = []
+    for r in res:
+        p = np.exp(r[3].astype(np.float64))
+        own.append(Sparse(r[2].astype(np.int64), p / p.sum(1, keepdims=True)))
+    return msg, own, ce
+
+
+def receive(msg: Knowledge, lm, solutions: list[str]) -> list[Sparse]:
+    """The sender's distributions on `lm`'s tokens and vocabulary, one `Sparse` per sample."""
+    a = msg.arrays
+    off = a["offsets"]
+    if len(off) < 2:
+        return []
+    sender_eos = msg.tokens[a["labels"][off[1] - 1]]  # every sample ends with the end token
+    vmap = VocabMap(lm.vocab_strings())
+    to_receiver = np.array([lm.eos_id if s == sender_eos else vmap(s) for s in msg.tokens], dtype=np.int64)
+    strings = lm.vocab_strings()
+    eos = strings[lm.eos_id]
+    out = []
+    for i, ids in enumerate(lm._token_ids(solutions)):
+        rows = slice(off[i], off[i + 1])
+        sender = [msg.tokens[t] for t in a["labels"][rows]]
+        out.append(project(sender, a["topk"][rows], a["logp"][rows], [strings[t] for t in ids] + [eos], to_receiver))
+    return out
+
+
+def fuse(own: list[Sparse], own_ce: np.ndarray, others: list[tuple[list[Sparse], np.ndarray]], strategy: str) -> tuple[list[Sparse], float]:
+    """Per sample, FedMKT's selection among the learner's own distribution and the others'; also the
+    share of samples whose (`greater`) choice was not the learner's own."""
+    targets, foreign = [], 0
+    for i in range(len(own)):
+        cands = [own[i], *(o[0][i] for o in others)]
+        ces = [own_ce[i], *(o[1][i] for o in others)]
+        targets.append(select_targets(cands, np.array(ces), strategy))
+        foreign += int(np.argmin(ces) != 0)
+    return targets, foreign / max(1, len(own))
+
+
+def learn(lm, name: str, run, ui, round_: int, prompts: list[str], solutions: list[str], targets: list[Sparse],
+          lm_weight: float, kd_weight: float, label: str) -> dict[str, float]:
+    """One KD phase of `round.transfer` steps with a progress bar, seeded by run seed, learner and round."""
+    cfg = run.round.transfer
+    with ui.task(f"{name}: round {round_} {label}", cfg.steps) as advance:
+        return train_kd(lm, prompts, solutions, targets, cfg, lm_weight=lm_weight, kd_weight=kd_weight,
+                        seed=derive_seed(run.seed, name, label, round_), progress=advance)
+
+
+@client_handler(Knowledge)
+def on_knowledge(client: Client, msg: Knowledge) -> Knowledge:
+    mkt, bs = client.run.fedmkt, client.run.runtime.eval_batch_size
+    reply, own, own_ce = knowledge(client.lm, msg.round, msg.prompts, msg.solutions, mkt.top_k, bs)
+    server = receive(msg, client.lm, msg.solutions)
+    targets, foreign = fuse(own, own_ce, [(server, msg.arrays["ce"])], mkt.strategy)
+    stats = learn(client.lm, client.name, client.run, client.ui, msg.round, msg.prompts, msg.solutions, targets, mkt.lm_weight, 1 - mkt.lm_weight, "fedmkt")
+    reply.values = {**stats, "fedmkt/teacher_chosen": foreign}
+    return reply
+
+
+class FedMKT(Host):
+    name = "fedmkt"
+    server_learns = True
+
+    def exchange(self, ctx: RoundContext) -> None:
+        server, mkt, bs = ctx.server, self.cfg.fedmkt, self.cfg.runtime.eval_batch_size
+        pool = server.candidate_pool(ctx.round)
+        prompts, solutions = [e.prompt for e in pool], [e.solution for e in pool]
+        msg, own, own_ce = knowledge(server.lm, ctx.round, prompts, solutions, mkt.top_k, bs)
+        msg.sample_ids, msg.prompts, msg.solutions = [e.id for e in pool], prompts, solutions
+        replies = [ctx.call(i, msg) for i in range(ctx.num_clients)]
+        others = [(receive(r, server.lm, solutions), r.arrays["ce"]) for r in replies]
+        targets, foreign = fuse(own, own_ce, others, mkt.strategy)
+        stats = learn(server.lm, server.name, self.cfg, ctx.ui, ctx.round, prompts, solutions, targets, mkt.lm_weight, 1 - mkt.lm_weight, "fedmkt")
+        ctx.record("server", {**stats, "fedmkt/teacher_chosen": foreign})
