@@ -179,3 +179,15 @@ def test_compare_end_to_end_then_reuses_finished_runs(tmp_path, tiny_config_dict
     assert again.exit_code == 0 and one_line(again.output).count("finished before, reused") == 4, again.output
     assert {p: p.stat().st_mtime_ns for p in marks} == marks and {p: p.read_text() for p in logs} == logs
     assert json.loads((out / "compare.json").read_text())["stats"] == data["stats"]
+
+
+def test_a_saved_run_differs_only_where_results_could(tiny_config_dict):
+    """server.transfer_lr cannot change a run whose method never trains the server; anything else can."""
+    def cfg(**kw):
+        return cmp.config_from_dict({**tiny_config_dict, **kw})
+
+    slow = {**tiny_config_dict["server"], "transfer_lr": 3e-4}
+    assert cmp._config_difference(cfg(), cfg(server=slow)) is None  # distill: the server only teaches
+    assert cmp._config_difference(cfg(method="fedmkt"), cfg(method="fedmkt", server=slow)) == (
+        "server.transfer_lr: None there, 0.0003 asked")
+    assert cmp._config_difference(cfg(runtime={"threads": 2}), cfg()) is None

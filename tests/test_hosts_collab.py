@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from safetensors.numpy import load_file
 
 from fedlada.config import ConfigError, config_from_dict
@@ -123,3 +124,20 @@ def test_public_weights_skew_the_public_set():
     assert Counter(e.domain for e in data.public) == {"add": 80, "sub": 10, "mul": 10}
     with pytest.raises(ValueError, match="public_weights"):
         build_federation_data(cfg.model_copy(update={"public_weights": {"div": 1.0}}), 3, seed=0)
+
+
+def test_transfer_lr_changes_one_participants_transfer_rate_and_not_its_base_model(tiny_config_dict, tmp_path):
+    from fedlada.data import build_federation_data
+    from fedlada.federation.participants import Server
+    from fedlada.progress import UI
+
+    plain = config_from_dict(tiny_config_dict)
+    slow = config_from_dict(dict(tiny_config_dict, server={**tiny_config_dict["server"], "transfer_lr": 3e-4}))
+    assert slow.server.transfer(slow.round) == slow.round.transfer.model_copy(update={"lr": 3e-4})
+    assert slow.clients[0].transfer(slow.round) == slow.round.transfer == plain.server.transfer(plain.round)
+    # the base-model cache key leaves transfer_lr out: the second server is read from the cache
+    data = build_federation_data(plain.data, len(plain.clients), plain.seed)
+    kw = dict(device=torch.device("cpu"), cache_dir=tmp_path / "cache", ui=UI())
+    first = Server(plain, data.server_corpus, data.public, data.global_test, **kw).prepare()
+    second = Server(slow, data.server_corpus, data.public, data.global_test, **kw).prepare()
+    assert (first["cached"], second["cached"]) == (0.0, 1.0)

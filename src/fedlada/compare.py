@@ -30,6 +30,7 @@ from typing import Callable, Optional
 import yaml
 
 from fedlada.config import PACKAGED_CONFIGS, ConfigError, RunConfig, config_from_dict, load_config
+from fedlada.hosts import HOSTS
 from fedlada.report import markdown_table, mean_accuracy, read_rows, summary
 
 SCENARIOS = PACKAGED_CONFIGS / "scenarios"
@@ -119,9 +120,13 @@ def _flat(d, prefix=""):
 
 
 def _config_difference(saved: RunConfig, wanted: RunConfig) -> Optional[str]:
-    """The first differing key (runtime settings aside: they do not change results), or None."""
-    a = dict(_flat(saved.model_dump(mode="json", exclude={"runtime"})))
-    b = dict(_flat(wanted.model_dump(mode="json", exclude={"runtime"})))
+    """The first differing key, or None. Keys that cannot change the run's results are left out: the
+    runtime settings, and the server's transfer rate where the method never trains the server."""
+    exclude: dict = {"runtime": True}
+    if not HOSTS[wanted.method].server_learns:
+        exclude["server"] = {"transfer_lr"}
+    a = dict(_flat(saved.model_dump(mode="json", exclude=exclude)))
+    b = dict(_flat(wanted.model_dump(mode="json", exclude=exclude)))
     for key in sorted(set(a) | set(b)):
         if a.get(key, "<unset>") != b.get(key, "<unset>"):
             return f"{key}: {a.get(key, '<unset>')!r} there, {b.get(key, '<unset>')!r} asked"

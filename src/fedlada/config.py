@@ -85,6 +85,16 @@ class DataConfig(_Strict):
 class ParticipantConfig(_Strict):
     model: ModelConfig
     base: TrainConfig = Field(description="round-0 preparation on own data (cached)")
+    transfer_lr: float | None = Field(
+        None, gt=0, description="learning rate of this participant's transfer phases; default round.transfer.lr"
+    )
+
+    def transfer(self, round_cfg: RoundConfig) -> TrainConfig:
+        """`round.transfer` at this participant's own learning rate. Why per participant: a converged
+        larger model loses what it knew at a rate the small ones need (benchmarks/continued_training.py)."""
+        if self.transfer_lr is None:
+            return round_cfg.transfer
+        return round_cfg.transfer.model_copy(update={"lr": self.transfer_lr})
 
 
 class RoundConfig(_Strict):

@@ -67,10 +67,13 @@ class Participant:
 
     def prepare(self) -> dict[str, float]:
         """Round-0 model: base training on own data; reused from the cache when config and data match."""
-        # init_group joined the config later; leaving it out while unset keeps earlier caches valid
-        unset = {"model": {"init_group"}} if self.pcfg.model.init_group is None else None
+        # Only what shapes the base model is in the key. init_group joined the config later; leaving
+        # it out while unset keeps earlier caches valid.
+        exclude = {"transfer_lr": True}
+        if self.pcfg.model.init_group is None:
+            exclude["model"] = {"init_group"}
         key = fingerprint(
-            self.pcfg.model_dump(mode="json", exclude=unset), self.run.seed, self.name, _examples_fingerprint(self.train)
+            self.pcfg.model_dump(mode="json", exclude=exclude), self.run.seed, self.name, _examples_fingerprint(self.train)
         )
         path = self.cache_dir / "base" / f"{self.name}-{key}"
         start = time.perf_counter()
@@ -109,7 +112,7 @@ class Participant:
         local = rng.choices(self.train, k=n_local) if n_local else []
         stats = self._sft(
             prompts + [e.prompt for e in local], completions + [e.solution for e in local],
-            self.run.round.transfer, derive_seed(self.run.seed, self.name, label, round_, "sft"),
+            self.pcfg.transfer(self.run.round), derive_seed(self.run.seed, self.name, label, round_, "sft"),
             f"round {round_} {label}",
         )
         return {f"seconds/{label}": stats["seconds"], f"loss/{label}": stats["loss_last"], f"samples/{label}": float(len(prompts))}

@@ -105,8 +105,9 @@ class FedCoLLM(Host):
         slm_k, _, _ = knowledge(self.slm, ctx.round, prompts, solutions, co.top_k, bs)
         to_llm, to_slm = receive(slm_k, server.lm, solutions), receive(llm_k, self.slm, solutions)
         args = (ctx.round, prompts, solutions)
-        ctx.record("server", learn(server.lm, "server", self.cfg, ctx.ui, *args, to_llm, 1.0, co.kd_weight, "fedcollm"))
-        stats = learn(self.slm, "aggregate", self.cfg, ctx.ui, *args, to_slm, 1.0, co.kd_weight, "fedcollm")
+        ctx.record("server", learn(server.lm, "server", self.cfg, server.pcfg, ctx.ui, *args, to_llm, 1.0, co.kd_weight, "fedcollm"))
+        # the aggregate is a client model, so it learns at the clients' rate
+        stats = learn(self.slm, "aggregate", self.cfg, self.cfg.clients[0], ctx.ui, *args, to_slm, 1.0, co.kd_weight, "fedcollm")
         ctx.record("server", {f"aggregate/{k}": v for k, v in stats.items()})
         self.deliver(ctx)
 

@@ -106,10 +106,11 @@ def fuse(own: list[Sparse], own_ce: np.ndarray, others: list[tuple[list[Sparse],
     return targets, foreign / max(1, len(own))
 
 
-def learn(lm, name: str, run, ui, round_: int, prompts: list[str], solutions: list[str], targets: list[Sparse],
+def learn(lm, name: str, run, pcfg, ui, round_: int, prompts: list[str], solutions: list[str], targets: list[Sparse],
           lm_weight: float, kd_weight: float, label: str) -> dict[str, float]:
-    """One KD phase of `round.transfer` steps with a progress bar, seeded by run seed, learner and round."""
-    cfg = run.round.transfer
+    """One KD phase (`round.transfer` at `pcfg`'s learning rate) with a progress bar, seeded by run seed,
+    learner and round."""
+    cfg = pcfg.transfer(run.round)
     with ui.task(f"{name}: round {round_} {label}", cfg.steps) as advance:
         return train_kd(lm, prompts, solutions, targets, cfg, lm_weight=lm_weight, kd_weight=kd_weight,
                         seed=derive_seed(run.seed, name, label, round_), progress=advance)
@@ -121,7 +122,7 @@ def on_knowledge(client: Client, msg: Knowledge) -> Knowledge:
     reply, own, own_ce = knowledge(client.lm, msg.round, msg.prompts, msg.solutions, mkt.top_k, bs)
     server = receive(msg, client.lm, msg.solutions)
     targets, foreign = fuse(own, own_ce, [(server, msg.arrays["ce"])], mkt.strategy)
-    stats = learn(client.lm, client.name, client.run, client.ui, msg.round, msg.prompts, msg.solutions, targets, mkt.lm_weight, 1 - mkt.lm_weight, "fedmkt")
+    stats = learn(client.lm, client.name, client.run, client.pcfg, client.ui, msg.round, msg.prompts, msg.solutions, targets, mkt.lm_weight, 1 - mkt.lm_weight, "fedmkt")
     reply.values = {**stats, "fedmkt/teacher_chosen": foreign}
     return reply
 
@@ -139,5 +140,5 @@ class FedMKT(Host):
         replies = [ctx.call(i, msg) for i in range(ctx.num_clients)]
         others = [(receive(r, server.lm, solutions), r.arrays["ce"]) for r in replies]
         targets, foreign = fuse(own, own_ce, others, mkt.strategy)
-        stats = learn(server.lm, server.name, self.cfg, ctx.ui, ctx.round, prompts, solutions, targets, mkt.lm_weight, 1 - mkt.lm_weight, "fedmkt")
+        stats = learn(server.lm, server.name, self.cfg, server.pcfg, ctx.ui, ctx.round, prompts, solutions, targets, mkt.lm_weight, 1 - mkt.lm_weight, "fedmkt")
         ctx.record("server", {**stats, "fedmkt/teacher_chosen": foreign})

@@ -192,8 +192,9 @@ def on_dard_update(client: Client, msg: DardUpdate) -> SelectionReport:
         if lada.ref == "teacher":  # server refs for pairs with a rejected path, in order; own refs for local pairs
             it = iter(zip(msg.ref_chosen, msg.ref_chosen_ntok, msg.ref_rejected, msg.ref_rejected_ntok))
             ref = [next(it) if p[2] is not None else None for p in pairs]
-        with client.ui.task(f"{client.name}: round {msg.round} dard", run.round.transfer.steps) as advance:
-            stats = train_dard(lm, pairs, ref, [tuple(p) for p in pending["local_pairs"]], run.round.transfer, lada,
+        transfer = client.pcfg.transfer(run.round)
+        with client.ui.task(f"{client.name}: round {msg.round} dard", transfer.steps) as advance:
+            stats = train_dard(lm, pairs, ref, [tuple(p) for p in pending["local_pairs"]], transfer, lada,
                                seed=seed, progress=advance)
     start = time.perf_counter()
     nll_after = _nll(lm, pending["prompts"], pending["paths"], run.runtime.eval_batch_size)
@@ -272,7 +273,7 @@ class Lada:
             chosen_by_client.append((po, prompts, phi, learner_nll, sel, picked))
         if not pairs:
             return
-        transfer = self.cfg.round.transfer
+        transfer = server.pcfg.transfer(self.cfg.round)
         if lada.loss == "sft":
             stats = server.mixed_sft(ctx.round, [p[0] for p in pairs], [p[1] for p in pairs], "lada")
         else:
