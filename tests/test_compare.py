@@ -191,3 +191,29 @@ def test_a_saved_run_differs_only_where_results_could(tiny_config_dict):
     assert cmp._config_difference(cfg(method="fedmkt"), cfg(method="fedmkt", server=slow)) == (
         "server.transfer_lr: None there, 0.0003 asked")
     assert cmp._config_difference(cfg(runtime={"threads": 2}), cfg()) is None
+
+
+def test_lada_vs_host_pairs_by_seed():
+    """Differences are taken within a seed: a method pair whose means overlap can still differ in every seed."""
+    def runs(own_by_seed, server=0.7):
+        return {"runs": [{"seed": s, "client_own": v, "client_global": v / 2, "server_global": server}
+                         for s, v in own_by_seed.items()]}
+
+    results = {
+        "distill": runs({0: 0.50, 1: 0.20, 2: 0.35}),
+        "distill+lada": runs({0: 0.45, 1: 0.10, 2: 0.30, 3: 0.9}),  # seed 3 has no host run: left out
+        "fedmkt": runs({0: 0.1, 1: 0.2}),
+        "fedmkt+lada": runs({0: 0.2, 1: 0.1}, server=0.2),
+        "standalone+lada": runs({0: 0.3}),  # no standalone run: no pair
+    }
+    pairs = cmp.lada_vs_host(results)
+    assert list(pairs) == ["distill+lada", "fedmkt+lada"]
+    d = pairs["distill+lada"]
+    assert d["host"] == "distill" and d["seeds"] == [0, 1, 2]
+    assert d["client_own"]["diffs"] == pytest.approx([-5.0, -10.0, -5.0])
+    assert d["client_own"]["mean"] == pytest.approx(-20 / 3) and d["client_own"]["std"] == pytest.approx(math.sqrt(25 / 3))
+    assert d["client_own"]["verdict"] == "lower" and d["server_global"]["verdict"] == "equal"
+    m = pairs["fedmkt+lada"]
+    assert m["client_own"]["verdict"] == "mixed" and m["server_global"]["diffs"] == pytest.approx([-50.0, -50.0])
+    header, body = cmp.paired_grid(pairs)
+    assert body[0][:3] == ["`distill+lada` − `distill`", "3", "-6.7 ± 2.9 (-5.0 / -10.0 / -5.0; lower)"]

@@ -399,6 +399,51 @@ def stats_grid(stats: dict, code: bool = False) -> tuple[list[str], list[list[st
     return header, body
 
 
+PAIRED_KEYS = (("client_own", "client own"), ("client_global", "client global"), ("server_global", "server"))
+
+
+def lada_vs_host(results: dict) -> dict:
+    """`X+lada` minus `X`, paired by seed, for every X compared alongside its LaDa variant.
+
+    Why paired: the seeds' round-0 models differ far more than the methods do, so the spread of the
+    per-seed difference, not the spread of each method's mean, says whether LaDa's effect is real.
+    Per metric: the differences (points, by seed), their mean and sample std, and `lower`/`higher`
+    when every seed agrees in sign (else `mixed`; `equal` when all are zero).
+    """
+    out = {}
+    for label, entry in results.items():
+        host = label.removesuffix("+lada")
+        if host == label or host not in results:
+            continue
+        base = {r["seed"]: r for r in results[host]["runs"]}
+        runs = [(base[r["seed"]], r) for r in entry["runs"] if r["seed"] in base]
+        if not runs:
+            continue
+        pair = {"host": host, "seeds": [r["seed"] for _, r in runs]}
+        for key, _ in PAIRED_KEYS:
+            diffs = [100 * (r[key] - h[key]) for h, r in runs if r[key] is not None and h[key] is not None]
+            signs = {(d > 1e-9) - (d < -1e-9) for d in diffs}
+            verdict = {frozenset({-1}): "lower", frozenset({1}): "higher", frozenset({0}): "equal"}.get(frozenset(signs), "mixed")
+            pair[key] = {"diffs": diffs, **stat(diffs), "verdict": verdict if diffs else None}
+        out[label] = pair
+    return out
+
+
+def paired_grid(pairs: dict) -> tuple[list[str], list[list[str]]]:
+    header = ["LaDa vs host", "seeds"] + [f"{name} (points)" for _, name in PAIRED_KEYS]
+
+    def cell(d: dict) -> str:
+        if d["mean"] is None:
+            return "–"
+        per_seed = " / ".join(f"{x:+.1f}" for x in d["diffs"])
+        spread = f" ± {d['std']:.1f}" if d["std"] is not None else ""
+        return f"{d['mean']:+.1f}{spread} ({per_seed}; {d['verdict']})"
+
+    body = [[f"`{label}` − `{p['host']}`", str(len(p["seeds"]))] + [cell(p[k]) for k, _ in PAIRED_KEYS]
+            for label, p in pairs.items()]
+    return header, body
+
+
 def plot_compare(results: dict, path: Path) -> None:
     """Mean over seeds per round per method (shaded: ± sample std): client own, client global, server."""
     import matplotlib
@@ -463,6 +508,7 @@ def write_compare(
         "methods": list(results), "seeds": seeds, "overrides": overrides, "rounds": rounds,
         "variants": {j.variant.label: list(j.variant.overrides) for j in jobs},
         "stats": stats,
+        "lada_vs_host": lada_vs_host(results),
         "runs": {label: entry["runs"] for label, entry in results.items()},
         "missing": {label: entry["missing"] for label, entry in results.items() if entry["missing"]},
     }
@@ -497,6 +543,10 @@ def write_compare(
     if bytes_body:
         parts += ["", "Bytes exchanged per round (mean over seeds; round 0 = preparing and evaluating the base models):", "",
                   markdown_table(bytes_header, bytes_body)]
+    if data["lada_vs_host"]:
+        parts += ["", "LaDa against its host, paired by seed: `X+lada` minus `X` in points, mean ± std of the per-seed "
+                  "differences (each seed's difference in brackets; *lower*/*higher*: every seed agrees):", "",
+                  markdown_table(*paired_grid(data["lada_vs_host"]))]
     if plot and any(e["runs"] for e in results.values()):
         plot_compare(results, out / "compare_accuracy.png")
         parts += ["", "![accuracy per round per method](compare_accuracy.png)"]
