@@ -215,5 +215,6 @@ def test_lada_vs_host_pairs_by_seed():
     assert d["client_own"]["verdict"] == "lower" and d["server_global"]["verdict"] == "equal"
     m = pairs["fedmkt+lada"]
     assert m["client_own"]["verdict"] == "mixed" and m["server_global"]["diffs"] == pytest.approx([-50.0, -50.0])
-    header, body = cmp.paired_grid(pairs)
+    header, body = cmp.paired_grid(pairs, code=True)
     assert body[0][:3] == ["`distill+lada` − `distill`", "3", "-6.7 ± 2.9 (-5.0 / -10.0 / -5.0; lower)"]
+    assert cmp.paired_grid(pairs)[1][1][0] == "fedmkt+lada − fedmkt"

@@ -140,13 +140,16 @@ def compare(
                              console=Console(stderr=True, log_path=False))
     except ConfigError as err:
         fail(str(err))
-    header, body = cmp.stats_grid(result.data["stats"])
-    table = Table(title=f"{result.data['scenario']}: final round, mean ± std over seeds")
-    for h in header:
-        table.add_column(h, justify="left" if h == "method" else "right")
-    for row in body:
-        table.add_row(*row)
-    console.print(table)
+    grids = [(f"{result.data['scenario']}: final round, mean ± std over seeds", cmp.stats_grid(result.data["stats"]))]
+    if result.data["lada_vs_host"]:
+        grids.append(("LaDa minus its host, paired by seed (points)", cmp.paired_grid(result.data["lada_vs_host"])))
+    for title, (header, body) in grids:
+        table = Table(title=title)
+        for i, h in enumerate(header):
+            table.add_column(h, justify="left" if i == 0 else "right")
+        for row in body:
+            table.add_row(*row)
+        console.print(table)
     written = [p for p in (result.report, out / "compare.json", out / "compare_accuracy.png") if p.exists()]
     console.print(f"wrote {', '.join(map(str, written))}")
     if result.failed:

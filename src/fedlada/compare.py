@@ -429,7 +429,7 @@ def lada_vs_host(results: dict) -> dict:
     return out
 
 
-def paired_grid(pairs: dict) -> tuple[list[str], list[list[str]]]:
+def paired_grid(pairs: dict, code: bool = False) -> tuple[list[str], list[list[str]]]:
     header = ["LaDa vs host", "seeds"] + [f"{name} (points)" for _, name in PAIRED_KEYS]
 
     def cell(d: dict) -> str:
@@ -439,7 +439,8 @@ def paired_grid(pairs: dict) -> tuple[list[str], list[list[str]]]:
         spread = f" ± {d['std']:.1f}" if d["std"] is not None else ""
         return f"{d['mean']:+.1f}{spread} ({per_seed}; {d['verdict']})"
 
-    body = [[f"`{label}` − `{p['host']}`", str(len(p["seeds"]))] + [cell(p[k]) for k, _ in PAIRED_KEYS]
+    q = "`" if code else ""
+    body = [[f"{q}{label}{q} − {q}{p['host']}{q}", str(len(p["seeds"]))] + [cell(p[k]) for k, _ in PAIRED_KEYS]
             for label, p in pairs.items()]
     return header, body
 
@@ -546,7 +547,7 @@ def write_compare(
     if data["lada_vs_host"]:
         parts += ["", "LaDa against its host, paired by seed: `X+lada` minus `X` in points, mean ± std of the per-seed "
                   "differences (each seed's difference in brackets; *lower*/*higher*: every seed agrees):", "",
-                  markdown_table(*paired_grid(data["lada_vs_host"]))]
+                  markdown_table(*paired_grid(data["lada_vs_host"], code=True))]
     if plot and any(e["runs"] for e in results.values()):
         plot_compare(results, out / "compare_accuracy.png")
         parts += ["", "![accuracy per round per method](compare_accuracy.png)"]
