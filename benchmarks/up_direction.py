@@ -42,7 +42,8 @@ def by_length(lm, examples, cfg) -> dict[int, float]:
 
 def report(run: Path) -> None:
     cfg = load_config(str(run / "config.yaml"), [])
-    torch.set_num_threads(max(1, cfg.runtime.threads))
+    if cfg.runtime.threads:
+        torch.set_num_threads(cfg.runtime.threads)
     data = build_federation_data(cfg.data, len(cfg.clients), cfg.seed)
     prompt = {e.id: e.prompt for e in data.public}
     print(f"## {run} ({cfg.method}, seed {cfg.seed})")
