@@ -108,7 +108,9 @@ def report(run_dir: Path = typer.Argument(..., help="a run directory holding met
 @app.command()
 def compare(
     scenario: str = typer.Option(..., "--scenario", help="packaged scenario (configs/scenarios/NAME.yaml) or a YAML path"),
-    methods: str = typer.Option(..., "--methods", help="comma-separated methods, e.g. standalone,distill,distill+lada"),
+    methods: str = typer.Option(..., "--methods", help="comma-separated variants METHOD[:key=value]..., e.g. "
+                                "standalone,distill,distill+lada,distill+lada:filter=oracle; a key without a dot is "
+                                "lada.KEY, a dotted key a full config path (distill:round.transfer.epochs=null)"),
     seeds: int = typer.Option(3, "--seeds", help="number of seeds N: runs seeds 0..N-1 of every method"),
     jobs: int = typer.Option(1, "--jobs", help="runs at a time, each its own process with cpu_count/J torch threads"),
     out: Optional[Path] = typer.Option(None, "--out", help="comparison directory (default: runs/compare-SCENARIO)"),
@@ -117,14 +119,20 @@ def compare(
 ) -> None:
     """Run every method x seed (resumable: finished runs are reused), then write compare.md, compare.json
     and compare_accuracy.png: final client accuracy (own / global test), server accuracy, gain over
-    round 0, bytes exchanged per round and wall time, mean ± std over seeds. Runs live in OUT/METHOD/seed-S/."""
+    round 0, bytes exchanged per round and wall time, mean ± std over seeds, and the testbed check
+    (can this scenario judge a filter?). Runs live in OUT/VARIANT/seed-S/ (VARIANT: the method, or a
+    slug of its spec: distill+lada:filter=oracle -> distill+lada_filter-oracle)."""
     import shlex
 
     from fedlada import compare as cmp
     from fedlada.hosts import HOSTS
 
-    names = list(dict.fromkeys(m.strip() for m in methods.split(",") if m.strip()))
-    unknown = [m for m in names if m not in HOSTS]
+    try:
+        variants = list({v.label: v for v in (cmp.Variant.parse(m) for m in methods.split(",") if m.strip())}.values())
+    except ConfigError as err:
+        fail(str(err))
+    names = [v.label for v in variants]
+    unknown = list(dict.fromkeys(m for m in (cmp.spec_parts(n)[0] for n in names) if m not in HOSTS))
     if not names or unknown:
         fail(f"--methods: unknown {', '.join(map(repr, unknown)) or 'empty list'}; choose from {', '.join(sorted(HOSTS))}")
     if seeds < 1:
@@ -135,7 +143,7 @@ def compare(
     line = ["fedlada", "compare", "--scenario", scenario, "--methods", ",".join(names), "--seeds", str(seeds),
             "--jobs", str(jobs), "--out", str(out)] + [a for s in set_ for a in ("--set", s)]
     try:
-        result = cmp.compare(scenario, [cmp.Variant.method(m) for m in names], list(range(seeds)), n_jobs=jobs, out=out,
+        result = cmp.compare(scenario, variants, list(range(seeds)), n_jobs=jobs, out=out,
                              overrides=set_, command_line=shlex.join(line), report_only=report_only,
                              console=Console(stderr=True, log_path=False))
     except ConfigError as err:
@@ -143,6 +151,8 @@ def compare(
     grids = [(f"{result.data['scenario']}: final round, mean ± std over seeds", cmp.stats_grid(result.data["stats"]))]
     if result.data["lada_vs_host"]:
         grids.append(("LaDa minus its host, paired by seed (points)", cmp.paired_grid(result.data["lada_vs_host"])))
+    for method, entry in result.data["oracle_gap"].items():
+        grids.append((f"{method}: oracle gap recovered (%), per seed", cmp.oracle_gap_grid(entry)))
     for title, (header, body) in grids:
         table = Table(title=title)
         for i, h in enumerate(header):
@@ -150,6 +160,8 @@ def compare(
         for row in body:
             table.add_row(*row)
         console.print(table)
+    for text in cmp.check_lines(result.data["check"]):
+        console.print(text, highlight=False, markup=False)
     written = [p for p in (result.report, out / "compare.json", out / "compare_accuracy.png") if p.exists()]
     console.print(f"wrote {', '.join(map(str, written))}")
     if result.failed:

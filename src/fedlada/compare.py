@@ -1,9 +1,13 @@
 """Compare methods over seeds on one scenario: run every (method, seed) as its own `fedlada run`
 process, J at a time, then aggregate the finished runs into compare.md, compare.json and a plot.
 
-Layout: `OUT/METHOD/seed-S/` is a plain run directory (config.yaml, metrics.jsonl, report.md)
-plus `log.txt` (the run's output), `attempts.json` (wall seconds and exit code of every process
-that worked on it) and, once it has finished, `done.json`. Finished runs are reused; an
+A variant is a method spec, `METHOD[:key=value]...` (`distill+lada:filter=oracle`; a key without a
+dot is a LaDa setting), so ablations are compared like methods.
+
+Layout: `OUT/VARIANT/seed-S/` (VARIANT: the method's name, or a filesystem-safe slug of the spec) is
+a plain run directory (config.yaml, metrics.jsonl, report.md) plus `log.txt` (the run's output),
+`attempts.json` (wall seconds and exit code of every process that worked on it) and, once it has
+finished, `done.json`. Finished runs are reused; an
 unfinished one with metrics is continued with `fedlada run --out DIR --resume`.
 
 Runs are scheduled method-major (for method: for seed), so concurrent jobs are different seeds,
@@ -13,6 +17,7 @@ base models, which every method of that seed shares.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -70,9 +75,56 @@ def scenario_label(name: str) -> str:
     return Path(name).stem if name.endswith((".yaml", ".yml")) else name
 
 
+SAFE_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._+-")
+
+
+def split_spec(spec: str) -> tuple[str, list[tuple[str, str]]]:
+    """`METHOD[:key=value]...` -> (METHOD, [(key, value)] as given, spaces stripped). Values cannot hold
+    ':' (the separator) nor ',' (which separates the specs of --methods).
+
+    Raises ConfigError (one line) for an empty method, a part without `=`, or a key given twice."""
+    method, *parts = (p.strip() for p in spec.split(":"))
+    if not method:
+        raise ConfigError(f"--methods {spec!r}: expected METHOD[:key=value]..., e.g. distill+lada:filter=oracle")
+    pairs: list[tuple[str, str]] = []
+    for part in parts:
+        key, eq, value = (x.strip() for x in part.partition("="))
+        if not eq or not key:
+            raise ConfigError(f"--methods {spec!r}: {part!r} is not key=value")
+        if config_key(key) in {config_key(k) for k, _ in pairs}:
+            raise ConfigError(f"--methods {spec!r}: {config_key(key)} is set twice")
+        pairs.append((key, value))
+    return method, pairs
+
+
+def config_key(key: str) -> str:
+    """A spec key as a config path: a key without a dot is a LaDa setting (`filter` = `lada.filter`)."""
+    return key if "." in key else f"lada.{key}"
+
+
+def spec_parts(label: str) -> tuple[str, dict[str, str]]:
+    """A variant label read back as (method, {config path: value}); a label that is no valid spec
+    (a hand-named variant) is a method of its own name with no settings."""
+    try:
+        method, pairs = split_spec(label)
+    except ConfigError:
+        return label, {}
+    return method, {config_key(k): v for k, v in pairs}
+
+
+def spec_slug(label: str) -> str:
+    """A directory name for a spec: ':' -> '_', '=' -> '-', any other unsafe character -> '-'. Why the
+    hash in that last case: once different characters map to one, two specs could share a directory."""
+    mapped = label.replace(":", "_").replace("=", "-")
+    safe = "".join(ch if ch in SAFE_CHARS else "-" for ch in mapped)
+    if safe != mapped:
+        safe += "-" + hashlib.sha1(label.encode()).hexdigest()[:8]
+    return safe
+
+
 @dataclass(frozen=True)
 class Variant:
-    """One compared column: a label and the overrides that make it (for `compare`: one method)."""
+    """One compared column: a label and the overrides that make it (for `compare`: a method spec)."""
 
     label: str
     overrides: tuple[str, ...]
@@ -85,6 +137,19 @@ class Variant:
     @classmethod
     def method(cls, name: str) -> Variant:
         return cls(name, (f"method={name}",))
+
+    @classmethod
+    def parse(cls, spec: str) -> Variant:
+        """`METHOD[:key=value]...`, e.g. `distill+lada:filter=oracle`, `distill:round.transfer.epochs=null`.
+
+        Label: the spec, spaces stripped. A plain method keeps its name as its directory, so the runs
+        of earlier comparisons are reused; a spec with settings gets `spec_slug`. Whether a key exists is
+        left to load_config (in `plan`), which names it in its usual one-line error."""
+        method, pairs = split_spec(spec)
+        if not pairs:
+            return cls.method(method)
+        label = ":".join([method, *(f"{k}={v}" for k, v in pairs)])
+        return cls(label, (f"method={method}", *(f"{config_key(k)}={v}" for k, v in pairs)), spec_slug(label))
 
 
 @dataclass
@@ -142,6 +207,10 @@ def plan(
     layout: Callable[[Path, Variant, int], Path] = default_layout,
 ) -> list[Job]:
     """One job per (variant, seed), method-major; validates every config and every existing run directory."""
+    owners: dict[str, str] = {}
+    for v in variants:
+        if owners.setdefault(v.dirname, v.label) != v.label:
+            raise ConfigError(f"--methods: {owners[v.dirname]!r} and {v.label!r} would share the run directory {v.dirname}")
     for o in overrides:
         key = o.split("=", 1)[0].strip()
         if key in RESERVED:
@@ -304,6 +373,23 @@ def bytes_by_round(rows: list[dict]) -> dict[int, int]:
     return dict(sorted(out.items()))
 
 
+BY_DOMAIN = "accuracy_by_domain/"
+
+
+def round_zero(rows: list[dict]) -> dict:
+    """What the testbed check needs of round 0: each client's own-test accuracy and the server's
+    accuracy per domain (the `accuracy_by_domain/<domain>` extras of its rows; {} in older runs)."""
+    zero = [r for r in rows if r["round"] == 0]
+    by_domain: dict[str, float] = {}
+    for r in zero:
+        if r["role"] == "server":
+            for k, v in r.items():
+                if k.startswith(BY_DOMAIN) and v is not None:
+                    by_domain.setdefault(k.removeprefix(BY_DOMAIN), v)
+    own = {r["participant"]: r["accuracy"] for r in zero if r["role"] == "client" and r["split"] == "local_test"}
+    return {"clients_own": own, "server_by_domain": by_domain}
+
+
 def run_values(rows: list[dict]) -> dict:
     """The numbers compare aggregates, from one run's metrics rows."""
     s = summary(rows)
@@ -323,6 +409,7 @@ def run_values(rows: list[dict]) -> dict:
         "bytes_per_round": sum(exchange) / len(exchange) if exchange else None,
         "bytes_by_round": [by_round.get(t, 0) for t in rounds],
         "clients_own": {c: own[c] for c in clients if c in own},
+        "round0": round_zero(rows),
         "per_round": {
             "round": rounds,
             "client_own": [mean_accuracy(rows, t, "client", "local_test") for t in rounds],
@@ -402,8 +489,24 @@ def stats_grid(stats: dict, code: bool = False) -> tuple[list[str], list[list[st
 PAIRED_KEYS = (("client_own", "client own"), ("client_global", "client global"), ("server_global", "server"))
 
 
+def host_of(label: str, labels) -> Optional[str]:
+    """The host variant a LaDa variant is measured against: for method `X+lada` (plain or with
+    ablations), the plain `X`; where the variant also sets non-LaDa keys (`round.transfer.epochs=...`)
+    and `X` with just those settings is compared, that one, so the pair differs only in LaDa."""
+    method, settings = spec_parts(label)
+    if not method.endswith("+lada"):
+        return None
+    host = method.removesuffix("+lada")
+    shared = {k: v for k, v in settings.items() if not k.startswith("lada.")}
+    if shared:
+        for other in labels:
+            if spec_parts(other) == (host, shared):
+                return other
+    return host if host in labels else None
+
+
 def lada_vs_host(results: dict) -> dict:
-    """`X+lada` minus `X`, paired by seed, for every X compared alongside its LaDa variant.
+    """Every `X+lada` variant (ablations too) minus its host `X` (`host_of`), paired by seed.
 
     Why paired: the seeds' round-0 models differ far more than the methods do, so the spread of the
     per-seed difference, not the spread of each method's mean, says whether LaDa's effect is real.
@@ -412,8 +515,8 @@ def lada_vs_host(results: dict) -> dict:
     """
     out = {}
     for label, entry in results.items():
-        host = label.removesuffix("+lada")
-        if host == label or host not in results:
+        host = host_of(label, results)
+        if host is None:
             continue
         base = {r["seed"]: r for r in results[host]["runs"]}
         runs = [(base[r["seed"]], r) for r in entry["runs"] if r["seed"] in base]
@@ -443,6 +546,289 @@ def paired_grid(pairs: dict, code: bool = False) -> tuple[list[str], list[list[s
     body = [[f"{q}{label}{q} − {q}{p['host']}{q}", str(len(p["seeds"]))] + [cell(p[k]) for k, _ in PAIRED_KEYS]
             for label, p in pairs.items()]
     return header, body
+
+
+# -- what the scenario can judge: the testbed check and the oracle gap -------------------------------
+LADA_METHOD = "distill+lada"  # the LaDa method whose oracle and random filters bound selection (check b)
+TRANSFER_HOST, BASELINE = "distill", "standalone"  # check a: transfer must beat no transfer
+EPS = 1e-9  # rounding slack: 100 * (0.6 - 0.5) is 9.999999999999998, and +10.0 must pass a 10-point bar
+
+
+def _by_seed(results: dict, label: Optional[str]) -> dict[int, dict]:
+    entry = results.get(label) if label else None
+    return {r["seed"]: r for r in entry["runs"]} if entry else {}
+
+
+def _own(run: Optional[dict]) -> Optional[float]:
+    """A run's final client own accuracy; None when absent or NaN (no client rows)."""
+    v = run.get("client_own") if run else None
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else v
+
+
+def filter_bounds(results: dict, method: str) -> tuple[Optional[str], Optional[str]]:
+    """The labels of `method:filter=oracle` and `method:filter=random` (however the key is spelled:
+    `filter` or `lada.filter`), each with no other setting; None for one not compared."""
+    found: dict[str, str] = {}
+    for label in results:
+        m, settings = spec_parts(label)
+        if m == method and len(settings) == 1 and settings.get("lada.filter") in ("oracle", "random"):
+            found.setdefault(settings["lada.filter"], label)
+    return found.get("oracle"), found.get("random")
+
+
+def _paired_own(results: dict, a: Optional[str], b: Optional[str]) -> list[tuple[int, float, float]]:
+    """(seed, own of a, own of b) for the seeds where both have a finished run with client rows."""
+    ra, rb = _by_seed(results, a), _by_seed(results, b)
+    return [(s, _own(ra[s]), _own(rb[s])) for s in sorted(ra) if s in rb and _own(ra[s]) is not None and _own(rb[s]) is not None]
+
+
+def oracle_gap(results: dict) -> dict:
+    """Per LaDa method M compared with both `M:filter=oracle` and `M:filter=random`: how much of the
+    oracle's lead over random selection each other variant of M recovers, per seed,
+    (v - random) / (oracle - random) on final client own accuracy (1 = as good as the oracle, 0 = no
+    better than chance).
+
+    Why per seed: the bounds move with the seed's base models, so each seed is scaled by its own gap.
+    A seed whose gap is <= EPS (the oracle no better than random) cannot scale anything: its value is
+    None there, and that seed says the scenario gives selection nothing to find.
+    """
+    out = {}
+    for method in dict.fromkeys(spec_parts(label)[0] for label in results):
+        oracle, random = filter_bounds(results, method)
+        if not (oracle and random):
+            continue
+        bounds = _paired_own(results, oracle, random)
+        seeds = [s for s, _, _ in bounds]
+        gap = {s: o - r for s, o, r in bounds}
+        low = {s: r for s, _, r in bounds}
+        recovered = {}
+        for label in results:
+            if label in (oracle, random) or spec_parts(label)[0] != method:
+                continue
+            runs = _by_seed(results, label)
+            values = [(_own(runs[s]) - low[s]) / gap[s] if _own(runs.get(s)) is not None and gap[s] > EPS else None
+                      for s in seeds]
+            recovered[label] = {"values": values, **stat(values)}
+        out[method] = {"oracle": oracle, "random": random, "seeds": seeds,
+                       "gap_points": [100 * gap[s] for s in seeds], "recovered": recovered}
+    return out
+
+
+def oracle_gap_grid(entry: dict, code: bool = False) -> tuple[list[str], list[list[str]]]:
+    """One LaDa method's `oracle_gap`: the oracle-random gap per seed, then each variant's share of it (%)."""
+    q = "`" if code else ""
+    header = ["variant", "n", "gap recovered %"] + [f"seed {s}" for s in entry["seeds"]]
+    body = [[f"{q}{entry['oracle']}{q} − {q}{entry['random']}{q} (points)", str(len(entry["seeds"])), ""]
+            + [f"{g:+.1f}" for g in entry["gap_points"]]]
+    for label, r in entry["recovered"].items():
+        body.append([f"{q}{label}{q}", str(r["n"]), _fmt(r, digits=0)]
+                    + ["–" if v is None else f"{100 * v:.0f}" for v in r["values"]])
+    return header, body
+
+
+def _unmeasured(name: str, why: str) -> dict:
+    return {"name": name, "status": "not measured", "why": why, "per_seed": []}
+
+
+def _verdict(ok: bool) -> str:
+    return "pass" if ok else "fail"
+
+
+def check_transfer_helps(results: dict) -> dict:
+    """(a) Transfer helps: `distill` ends above `standalone` (final client own) in every seed, paired by
+    seed. Why: where distilling everything does not help, no filter over what to distill can be judged."""
+    name = "transfer helps"
+    pairs = _paired_own(results, TRANSFER_HOST, BASELINE)
+    if not pairs:
+        return _unmeasured(name, f"not measured: needs finished runs of `{TRANSFER_HOST}` and `{BASELINE}` of a common seed")
+    per_seed = [{"seed": s, TRANSFER_HOST: d, BASELINE: b, "diff_points": 100 * (d - b)} for s, d, b in pairs]
+    return {"name": name, "status": _verdict(all(d > b for _, d, b in pairs)), "per_seed": per_seed}
+
+
+def check_selection_matters(results: dict, method: str = LADA_METHOD, threshold: float = 10.0) -> dict:
+    """(b) Selection matters: `method:filter=oracle` minus `method:filter=random`, final client own,
+    is at least `threshold` points on average over the seeds. Why: a filter is judged by where it falls
+    between those two; a narrow range leaves every filter indistinguishable from noise."""
+    name = "selection matters"
+    oracle, random = filter_bounds(results, method)
+    if not (oracle and random):
+        return _unmeasured(name, f"not measured: needs variants `{method}:filter=oracle` and `{method}:filter=random`")
+    pairs = _paired_own(results, oracle, random)
+    if not pairs:
+        return _unmeasured(name, f"not measured: needs finished runs of `{oracle}` and `{random}` of a common seed")
+    per_seed = [{"seed": s, "oracle": o, "random": r, "diff_points": 100 * (o - r)} for s, o, r in pairs]
+    mean = statistics.fmean(p["diff_points"] for p in per_seed)
+    return {"name": name, "status": _verdict(mean >= threshold - EPS), "per_seed": per_seed, "mean_points": mean,
+            "threshold_points": threshold, "oracle": oracle, "random": random}
+
+
+def round_zero_by_seed(results: dict) -> dict[int, tuple[str, dict]]:
+    """Per seed, (label, round0) of the first variant with a finished run of that seed. Why any one:
+    round 0 (the base models and their evaluation) is shared by every method of a seed."""
+    out: dict[int, tuple[str, dict]] = {}
+    for label, entry in results.items():
+        for r in entry["runs"]:
+            if r.get("round0"):
+                out.setdefault(r["seed"], (label, r["round0"]))
+    return dict(sorted(out.items()))
+
+
+def check_no_floor_ceiling(zero: dict[int, tuple[str, dict]], low: float = 0.05, high: float = 0.90) -> dict:
+    """(c) No floor or ceiling: every client's round-0 own accuracy lies strictly between `low` and
+    `high`, in every seed. Why: a client at the floor cannot show what it learnt, one at the ceiling
+    has nothing left to learn; either makes its gain meaningless."""
+    name = "no floor/ceiling"
+    per_seed = []
+    for seed, (label, r0) in zero.items():
+        own = r0.get("clients_own") or {}
+        if own:
+            outside = {c: a for c, a in own.items() if not low < a < high}
+            per_seed.append({"seed": seed, "from": label, "min": min(own.values()), "max": max(own.values()), "outside": outside})
+    if not per_seed:
+        return _unmeasured(name, "not measured: needs round-0 client rows (split local_test) of a finished run")
+    return {"name": name, "status": _verdict(not any(p["outside"] for p in per_seed)), "per_seed": per_seed,
+            "low": low, "high": high}
+
+
+def _client_domains(config: Optional[dict]) -> Optional[list[list[str]]]:
+    return ((config or {}).get("data") or {}).get("client_domains")
+
+
+def _weakest_domain(domains: list[list[str]], by_domain: dict[str, float]) -> Optional[dict]:
+    """The client domain furthest below the server's mean over its other domains (None if no client
+    domain has a server accuracy and at least one other domain to compare with)."""
+    best = None
+    for k, doms in enumerate(domains):
+        for d in map(str, doms):
+            others = [v for o, v in by_domain.items() if o != d]
+            if d not in by_domain or not others:
+                continue
+            rest = statistics.fmean(others)
+            cand = {"domain": d, "client": f"client-{k}", "server_domain": by_domain[d], "server_others": rest,
+                    "margin_points": 100 * (rest - by_domain[d])}
+            if best is None or cand["margin_points"] > best["margin_points"]:
+                best = cand
+    return best
+
+
+def check_server_lacks(zero: dict[int, tuple[str, dict]], configs: dict, margin: float = 20.0) -> dict:
+    """(d) The clients know something the server lacks: in every seed, some client domain d (data.client_domains)
+    has a round-0 server accuracy at least `margin` points below the server's mean over its other
+    domains. Why: without such a domain the up direction has nothing to carry and a client's own
+    domain is no different from any other for the server's teaching."""
+    name = "clients know what the server lacks"
+    if not zero:
+        return _unmeasured(name, "not measured: needs a finished run")
+    per_seed = []
+    for seed, (label, r0) in zero.items():
+        domains = _client_domains(configs.get(label))
+        if not domains:
+            return _unmeasured(name, "not measurable: the config sets no data.client_domains")
+        by_domain = r0.get("server_by_domain") or {}
+        if not by_domain:
+            return _unmeasured(name, f"not measured: needs round-0 server rows with {BY_DOMAIN}<domain> (seed {seed})")
+        weakest = _weakest_domain(domains, by_domain)
+        if weakest is None:
+            return _unmeasured(name, f"not measured: no client domain among the server's per-domain accuracies (seed {seed})")
+        per_seed.append({"seed": seed, "from": label, **weakest, "pass": weakest["margin_points"] >= margin - EPS})
+    return {"name": name, "status": _verdict(all(p["pass"] for p in per_seed)), "per_seed": per_seed, "margin_points": margin}
+
+
+def transfer_rule(config: dict) -> str:
+    """How a run sized its transfer phases, from its saved config (`round.transfer`)."""
+    t = (config.get("round") or {}).get("transfer") or {}
+    steps, batch, epochs = t.get("steps"), t.get("batch_size"), t.get("epochs")
+    if epochs is not None:
+        return f"{epochs:g} epochs, capped at {steps} steps (batch {batch})"
+    return f"{steps} steps (batch {batch})"
+
+
+def _overall(conditions: dict) -> tuple[str, str]:
+    by = {st: [k for k, c in conditions.items() if c["status"] == st] for st in ("fail", "pass", "not measured")}
+    if not by["fail"] and not by["not measured"]:
+        return "pass", f"testbed check: PASS ({min(conditions)}–{max(conditions)})"
+    status = "fail" if by["fail"] else "incomplete"
+    words = {"fail": "failed", "pass": "passed", "not measured": "not measured"}
+    parts = [f"{', '.join(ks)} {words[st]}" for st, ks in by.items() if ks]
+    return status, f"testbed check: {status.upper()} ({'; '.join(parts)})"
+
+
+def scenario_check(results: dict, configs: dict, method: str = LADA_METHOD) -> dict:
+    """Whether this scenario can judge a filter: conditions a-d (each `check_*`), over the finished
+    seeds, and the transfer-phase rule of each variant. `results`: `collect`'s output (or hand-made
+    runs with seed, client_own and round0); `configs`: {label: the saved config as a dict}."""
+    zero = round_zero_by_seed(results)
+    conditions = {
+        "a": check_transfer_helps(results),
+        "b": check_selection_matters(results, method),
+        "c": check_no_floor_ceiling(zero),
+        "d": check_server_lacks(zero, configs),
+    }
+    status, line = _overall(conditions)
+    return {"status": status, "line": line, "method": method, "conditions": conditions,
+            "transfer": {label: transfer_rule(cfg) for label, cfg in configs.items()}}
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def _condition_text(key: str, c: dict, q: str) -> str:
+    """The numbers behind one condition, per seed."""
+    seeds = c["per_seed"]
+    if key == "a":
+        per = ", ".join(f"seed {p['seed']} {p['diff_points']:+.1f}" for p in seeds)
+        return f"{q}{TRANSFER_HOST}{q} − {q}{BASELINE}{q}, final client own (points): {per}"
+    if key == "b":
+        per = ", ".join(f"seed {p['seed']} {p['diff_points']:+.1f}" for p in seeds)
+        return (f"{q}{c['oracle']}{q} − {q}{c['random']}{q}, final client own: mean {c['mean_points']:+.1f} points "
+                f"(≥ {c['threshold_points']:g} needed; {per})")
+    if key == "c":
+        def one(p):
+            bad = ", ".join(f"{n} {_pct(a)}" for n, a in p["outside"].items())
+            return f"seed {p['seed']} {_pct(p['min'])}–{_pct(p['max'])}" + (f" (outside: {bad})" if bad else "")
+        return f"round-0 client own accuracy, min–max (must lie in {_pct(c['low'])}–{_pct(c['high'])}): " + "; ".join(map(one, seeds))
+    per = "; ".join(f"seed {p['seed']} {q}{p['domain']}{q} ({p['client']}) {_pct(p['server_domain'])} vs "
+                    f"{_pct(p['server_others'])} on the other domains ({-p['margin_points']:+.1f})" for p in seeds)
+    return f"round-0 server accuracy on the client domain furthest below its other domains (≥ {c['margin_points']:g} points needed): {per}"
+
+
+def transfer_line(rules: dict[str, str], code: bool = False) -> str:
+    """`transfer phases: RULE`, or RULE per group of variants when the variants differ."""
+    q = "`" if code else ""
+    groups: dict[str, list[str]] = {}
+    for label, rule in rules.items():
+        groups.setdefault(rule, []).append(label)
+    if len(groups) <= 1:
+        return f"transfer phases: {next(iter(groups), 'unknown')}"
+    return "transfer phases: " + "; ".join(f"{', '.join(f'{q}{v}{q}' for v in vs)}: {rule}" for rule, vs in groups.items())
+
+
+def check_lines(check: dict, code: bool = False) -> list[str]:
+    """The check as lines: the overall line, one line per condition, the transfer-phase rule."""
+    bullet = "- " if code else "  "
+    lines = [check["line"]]
+    for key, c in check["conditions"].items():
+        head = f"{bullet}({key}) {c['name']}: "
+        if c["status"] == "not measured":
+            lines.append(head + c["why"] if code else head + c["why"].replace("`", ""))
+        else:
+            lines.append(head + f"{c['status'].upper()}, " + _condition_text(key, c, "`" if code else ""))
+    lines.append(bullet + transfer_line(check["transfer"], code))
+    return lines
+
+
+def saved_configs(jobs: list[Job]) -> dict[str, dict]:
+    """Per variant, the config its runs used: a saved config.yaml where one exists, else the planned one."""
+    out: dict[str, Optional[dict]] = {j.variant.label: None for j in jobs}
+    for job in jobs:
+        path = job.dir / "config.yaml"
+        if out[job.variant.label] is None and path.exists():
+            out[job.variant.label] = yaml.safe_load(path.read_text()) or {}
+    for job in jobs:
+        if out[job.variant.label] is None:
+            out[job.variant.label] = job.cfg.model_dump(mode="json", by_alias=True)
+    return out
 
 
 def plot_compare(results: dict, path: Path) -> None:
@@ -509,7 +895,9 @@ def write_compare(
         "methods": list(results), "seeds": seeds, "overrides": overrides, "rounds": rounds,
         "variants": {j.variant.label: list(j.variant.overrides) for j in jobs},
         "stats": stats,
+        "check": scenario_check(results, saved_configs(jobs)),
         "lada_vs_host": lada_vs_host(results),
+        "oracle_gap": oracle_gap(results),
         "runs": {label: entry["runs"] for label, entry in results.items()},
         "missing": {label: entry["missing"] for label, entry in results.items() if entry["missing"]},
     }
@@ -526,6 +914,17 @@ def write_compare(
     set_text = ", ".join(f"`{o}`" for o in overrides) or "none"
     parts = [
         f"# fedlada compare: {scenario}",
+        "",
+        "## Testbed check",
+        "",
+        "Whether this scenario can judge a filter, over the finished seeds: (a) distilling everything beats "
+        "standalone in every seed; (b) the oracle filter beats the random one by at least 10 points on average; "
+        "(c) every client starts (round 0) between 5% and 90% on its own test; (d) in every seed some client "
+        "domain is at least 20 points below the server's mean over its other domains at round 0.",
+        "",
+        *check_lines(data["check"], code=True),
+        "",
+        "## Results",
         "",
         "Regenerate (finished runs are reused, missing ones are run):",
         "",
@@ -548,6 +947,11 @@ def write_compare(
         parts += ["", "LaDa against its host, paired by seed: `X+lada` minus `X` in points, mean ± std of the per-seed "
                   "differences (each seed's difference in brackets; *lower*/*higher*: every seed agrees):", "",
                   markdown_table(*paired_grid(data["lada_vs_host"], code=True))]
+    for method, entry in data["oracle_gap"].items():
+        parts += ["", f"Oracle gap recovered (`{method}`): per seed, (variant − random) / (oracle − random) on final "
+                  "client own accuracy, in % (100 = as good as the oracle filter, 0 = no better than random); first row: "
+                  "the oracle's lead over random in points. – = no run, or no gap to scale by in that seed:", "",
+                  markdown_table(*oracle_gap_grid(entry, code=True))]
     if plot and any(e["runs"] for e in results.values()):
         plot_compare(results, out / "compare_accuracy.png")
         parts += ["", "![accuracy per round per method](compare_accuracy.png)"]

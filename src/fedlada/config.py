@@ -5,6 +5,7 @@ Every run directory stores the resolved config; config + seed reproduce the run.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Literal
 
@@ -38,11 +39,25 @@ class ModelConfig(_Strict):
 class TrainConfig(_Strict):
     """One supervised phase: AdamW, linear warmup then cosine decay, fresh optimizer each phase."""
 
-    steps: int = Field(ge=0)
+    steps: int = Field(ge=0, description="steps of the phase; with `epochs`, the cap")
+    epochs: float | None = Field(
+        None, gt=0, description="size the phase by its data: ceil(epochs * n / batch_size) steps, at most `steps`; "
+        "None = always `steps`"
+    )
     batch_size: int = Field(64, gt=0)
     lr: float = Field(3e-3, gt=0)
     warmup: float = Field(0.05, ge=0, le=1)
     weight_decay: float = Field(0.01, ge=0)
+
+    def sized(self, n: int) -> TrainConfig:
+        """This phase for a training set of `n` items, with its step count fixed. Why epochs: a learner
+        given 200 samples and a fixed 250 steps of batch 64 passes over them 80 times and over-fits them,
+        while indiscriminate distillation of 600 passes over its data 27 times; sizing by epochs makes
+        both see their data equally often."""
+        if self.epochs is None:
+            return self
+        return self.model_copy(update={"steps": min(self.steps, math.ceil(self.epochs * n / self.batch_size)),
+                                       "epochs": None})
 
 
 class MathMixConfig(_Strict):
@@ -68,8 +83,16 @@ class DataConfig(_Strict):
     public_weights: dict[str, float] | None = Field(
         None, description="relative share of each domain in the public set P; None = even (domain-shift uses this)"
     )
+    server_weights: dict[str, float] | None = Field(
+        None, description="relative share of each domain in the server's corpus G; None = even. A small share "
+        "leaves the server weak where a client is strong: knowledge the clients can give back"
+    )
     client_train: int = Field(1200, gt=0)
     client_test: int = Field(250, gt=0)
+    client_heldout: int = Field(
+        128, ge=0, description="per client, private examples set aside (never trained on) on which LaDa measures "
+        "the learner's own-task reward (lada.reward=heldout); drawn after every other set, so they change none"
+    )
     public: int = Field(3000, gt=0)
     server_corpus: int = Field(3000, gt=0)
     global_test_per_domain: int = Field(250, gt=0)
@@ -117,7 +140,13 @@ class LadaConfig(_Strict):
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
 
-    filter: Literal["eenet", "random", "loss", "none"] = "eenet"
+    filter: Literal["eenet", "random", "loss", "oracle", "none"] = Field(
+        "eenet", description="oracle: an upper bound that reads the samples' domain labels (never a real filter)"
+    )
+    reward: Literal["heldout", "nll_drop"] = Field(
+        "heldout", description="heldout: drop of the learner's loss on its held-out own data, credited to each "
+        "pick by gradient alignment; nll_drop: relative NLL drop on the pick's own path (ablation)"
+    )
     loss: Literal["dard", "sft"] = "dard"
     ref: Literal["teacher", "self", "none"] = "teacher"
     budget: int = Field(200, gt=0, description="b: samples each client learns from per round (down)")

@@ -15,7 +15,7 @@ Design choices:
   mix is its column of shares, normalised, and its fixed-size train/test sets follow that mix.
   With one domain (a plain GSM8K file) every mix is [1.0], so Dirichlet degenerates to an even IID
   split, as does `domain` with more clients than domains (clients then share a domain's pool).
-- P and G are split evenly over all domains (P by `public_weights` when given) (P's solutions are kept, but the server must use only
+- P and G are split evenly over all domains (P by `public_weights`, G by `server_weights` when given) (P's solutions are kept, but the server must use only
   questions and gold answers). For math-mix each set has its own digit range (clients see short
   operands, tests, P and G longer ones: the clients' room to grow is length generalisation).
 - A data file too small for the requested sizes shrinks every set of the short domain by the same
@@ -29,7 +29,7 @@ import random
 import warnings
 from collections import Counter, defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -50,6 +50,7 @@ class ClientData:
     train: list[Example]
     test: list[Example]
     domains: list[str]
+    heldout: list[Example] = field(default_factory=list)  # private, never trained on: LaDa's reward slice
 
 
 @dataclass
@@ -130,16 +131,24 @@ def _plan(cfg: DataConfig, domains: list[str], mixtures: list[list[float]], with
         requests += spread(f"client-{k}-test", cfg.client_test, mix, ranges.get("test_digits"))
     for k, mix in enumerate(mixtures):
         requests += spread(f"client-{k}-train", cfg.client_train, mix, ranges.get("client_digits"))
-    even = [1.0] * len(domains)
-    public_mix = even
-    if cfg.public_weights is not None:
-        unknown = set(cfg.public_weights) - set(domains)
-        if unknown or sum(cfg.public_weights.values()) <= 0:
-            raise ValueError(f"data.public_weights: keys must be among the domains {domains} with a positive sum")
-        public_mix = [cfg.public_weights.get(d, 0.0) for d in domains]
-    requests += spread("public", cfg.public, public_mix, ranges.get("public_digits"))
-    requests += spread("server-corpus", cfg.server_corpus, even, ranges.get("server_digits"))
+    requests += spread("public", cfg.public, _mix("public_weights", cfg.public_weights, domains), ranges.get("public_digits"))
+    requests += spread("server-corpus", cfg.server_corpus, _mix("server_weights", cfg.server_weights, domains),
+                       ranges.get("server_digits"))
+    # Last, so that adding held-out slices changes no other set (and no cached base model).
+    if cfg.client_heldout:
+        for k, mix in enumerate(mixtures):
+            requests += spread(f"client-{k}-heldout", cfg.client_heldout, mix, ranges.get("client_digits"))
     return requests
+
+
+def _mix(key: str, weights: dict[str, float] | None, domains: list[str]) -> list[float]:
+    """Per-domain weights of a set (`data.public_weights`, `data.server_weights`); even when None."""
+    if weights is None:
+        return [1.0] * len(domains)
+    unknown = set(weights) - set(domains)
+    if unknown or sum(weights.values()) <= 0:
+        raise ValueError(f"data.{key}: keys must be among the domains {domains} with a positive sum")
+    return [weights.get(d, 0.0) for d in domains]
 
 
 def _draw_distinct(requests: list[_Request], draw: Draw, seed: int) -> dict[str, list[Example]]:
@@ -186,8 +195,9 @@ def _slice_pool(requests: list[_Request], examples: list[Example], path: str, se
 
     demand = Counter()
     for request in requests:
-        demand[request.domain] += request.count
-    scale = {d: min(1.0, len(pools[d]) / demand[d]) for d in demand}
+        if not request.part.endswith("-heldout"):  # held-out slices take what is left, never shrink others
+            demand[request.domain] += request.count
+    scale = {d: min(1.0, len(pools[d]) / demand[d]) for d in demand if demand[d]}
     for domain, factor in scale.items():
         if factor < 1.0:
             warnings.warn(
@@ -197,8 +207,11 @@ def _slice_pool(requests: list[_Request], examples: list[Example], path: str, se
     parts: dict[str, list[Example]] = defaultdict(list)
     taken = Counter()
     for request in requests:
-        count = int(request.count * scale[request.domain])
         start = taken[request.domain]
+        if request.part.endswith("-heldout"):
+            count = min(request.count, len(pools[request.domain]) - start)
+        else:
+            count = int(request.count * scale[request.domain])
         parts[request.part] += pools[request.domain][start : start + count]
         taken[request.domain] += count
     return parts
@@ -261,8 +274,10 @@ def build_federation_data(cfg: DataConfig, num_clients: int, seed: int) -> Feder
     clients = []
     for k in range(num_clients):
         train, test = parts[f"client-{k}-train"], parts[f"client-{k}-test"]
+        heldout = parts.get(f"client-{k}-heldout", [])
+        random.Random(derive_seed(seed, "data", "order", f"client-{k}-heldout")).shuffle(heldout)
         present = {example.domain for example in train + test}
-        clients.append(ClientData(train=train, test=test, domains=[d for d in domains if d in present]))
+        clients.append(ClientData(train=train, test=test, domains=[d for d in domains if d in present], heldout=heldout))
     return FederationData(
         server_corpus=parts["server-corpus"],
         public=parts["public"],

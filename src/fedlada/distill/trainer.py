@@ -32,12 +32,13 @@ def _frozen_refs(lm, pairs: list[TextPair], batch_size: int = 256) -> list[Ref]:
 
 def train_dard(lm, pairs: list[TextPair], refs: list[Ref | None] | None, local: list[TextPair], cfg: TrainConfig,
                lada: LadaConfig, *, seed: int, progress: Callable[[], None] | None = None) -> dict[str, float]:
-    """`cfg.steps` AdamW steps on the DARD objective over exchanged + local pairs; returns the phase's stats.
+    """`cfg.sized(n).steps` AdamW steps on the DARD objective over exchanged + local pairs; returns the phase's stats.
 
     `refs[i]` is the teacher reference of `pairs[i]` (None where the pair has no rejected path or
     where the caller has none); missing references are the frozen learner's, or zeros for `ref=none`.
     """
     allpairs = list(pairs) + list(local)
+    cfg = cfg.sized(len(allpairs))
     if cfg.steps == 0 or not allpairs:
         return {"seconds/dard": 0.0}
     start = time.perf_counter()
@@ -95,7 +96,7 @@ def train_dard(lm, pairs: list[TextPair], refs: list[Ref | None] | None, local: 
                 progress()
     finally:
         lm.model.eval()
-    out = {"seconds/dard": time.perf_counter() - start, "loss/dard": totals["loss"] / cfg.steps,
+    out = {"seconds/dard": time.perf_counter() - start, "loss/dard": totals["loss"] / cfg.steps, "steps/dard": float(cfg.steps),
            "dard/pairs": float(int(has_rej.sum())), "dard/sft_only": float(len(allpairs) - int(has_rej.sum()))}
     for k in ("pref_acc", "margin", "dard", "sft"):
         if totals.get(f"_n_{k}"):

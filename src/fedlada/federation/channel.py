@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from fedlada.federation.messages import Message, decode, encode
+
+if TYPE_CHECKING:
+    from fedlada.federation.audit import Auditor
 
 
 class Handler(Protocol):
@@ -19,17 +22,40 @@ class Handler(Protocol):
     def handle(self, msg: Message) -> Message: ...
 
 
+class ClientError(Exception):
+    """A client did not answer a message: its handler raised, or (Flower) no reply came in time.
+
+    Raised by a channel only for failures on the client's side; `RoundContext.call` turns it into a
+    skipped client or a `ClientFailure`, as `runtime.on_client_failure` says."""
+
+    def __init__(self, client: str, message: str, cause: BaseException | str):
+        self.client, self.message = client, message
+        self.reason = cause if isinstance(cause, str) else one_line(cause)
+        super().__init__(f"{client} on {message}: {self.reason}")
+
+
+def one_line(err: BaseException) -> str:
+    """`Type: first line of the message` of an exception."""
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
+
+
 class Channel:
     """Server-side view of the clients: `call(client, request) -> reply`, with byte accounting.
 
     Bytes are always the size of the project encoding (`encode`) of each request and reply, whatever
     carries them, so in-process and Flower runs report the same traffic. Transports other than this
-    in-process one (the Flower channel) override `_send`, `save_clients` and `load_clients`.
+    in-process one (the Flower channel) override `_send`, `save_clients`, `load_clients` and
+    `restore_client`.
+
+    With an `auditor` (the runner sets one unless `runtime.audit` is false), every encoded request and
+    reply is checked for private text before it is delivered (federation/audit.py).
     """
 
-    def __init__(self, clients: list[Handler], server_name: str = "server"):
+    def __init__(self, clients: list[Handler], server_name: str = "server", auditor: Auditor | None = None):
         self.clients = clients
         self.server_name = server_name
+        self.auditor = auditor
         self.sent: dict[str, int] = defaultdict(int)
         self.received: dict[str, int] = defaultdict(int)
 
@@ -37,9 +63,15 @@ class Channel:
         self.sent[sender] += nbytes
         self.received[receiver] += nbytes
 
+    def audit(self, data: bytes, sender: str, receiver: str) -> None:
+        if self.auditor is not None:
+            self.auditor.check(data, sender, receiver)
+
     def call(self, index: int, request: Message) -> Message:
+        """Send `request` to client `index` and return its reply; ClientError if the client failed."""
         name = self.clients[index].name
         data = encode(request)
+        self.audit(data, self.server_name, name)
         self._count(self.server_name, name, len(data))
         reply, nbytes = self._send(index, request, data)
         self._count(name, self.server_name, nbytes)
@@ -47,8 +79,14 @@ class Channel:
 
     def _send(self, index: int, request: Message, data: bytes) -> tuple[Message, int]:
         """Deliver one encoded request; returns the decoded reply and the size of its encoding."""
-        reply = encode(self.clients[index].handle(decode(data)))
-        return decode(reply), len(reply)
+        client = self.clients[index]
+        try:
+            reply = client.handle(decode(data))
+        except Exception as err:  # the client's failure, not the server's: the policy decides
+            raise ClientError(client.name, type(request).__name__, err) from err
+        encoded = encode(reply)
+        self.audit(encoded, client.name, self.server_name)  # before the server sees it
+        return decode(encoded), len(encoded)
 
     def save_clients(self, path: Path, round_: int) -> None:
         """Checkpoint every client after `round_` (in-process: under `path/<client name>`)."""
@@ -59,6 +97,11 @@ class Channel:
         """Restore every client to the checkpoint of `round_` written by `save_clients`."""
         for c in self.clients:
             c.load(path / c.name)
+
+    def restore_client(self, index: int, path: Path, round_: int) -> None:
+        """Put client `index` back to the checkpoint of `round_` under `path` (after it failed mid-round)."""
+        c = self.clients[index]
+        c.load(path / c.name)
 
     def take_counts(self) -> tuple[dict[str, int], dict[str, int]]:
         """Bytes sent/received per participant since the last call (one round's traffic)."""

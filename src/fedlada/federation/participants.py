@@ -112,10 +112,11 @@ class Participant:
         local = rng.choices(self.train, k=n_local) if n_local else []
         stats = self._sft(
             prompts + [e.prompt for e in local], completions + [e.solution for e in local],
-            self.pcfg.transfer(self.run.round), derive_seed(self.run.seed, self.name, label, round_, "sft"),
-            f"round {round_} {label}",
+            self.pcfg.transfer(self.run.round).sized(len(prompts) + n_local),
+            derive_seed(self.run.seed, self.name, label, round_, "sft"), f"round {round_} {label}",
         )
-        return {f"seconds/{label}": stats["seconds"], f"loss/{label}": stats["loss_last"], f"samples/{label}": float(len(prompts))}
+        return {f"seconds/{label}": stats["seconds"], f"loss/{label}": stats["loss_last"], f"samples/{label}": float(len(prompts)),
+                f"steps/{label}": float(stats["steps"])}
 
     def accuracy(self, examples: list[Example]) -> tuple[float, int]:
         rt = self.run.runtime
@@ -147,11 +148,13 @@ def client_handler(msg_type: type[Message]):
 class Client(Participant):
     role = "client"
 
-    def __init__(self, index: int, run: RunConfig, train: list[Example], test: list[Example], global_test: list[Example], **kw):
+    def __init__(self, index: int, run: RunConfig, train: list[Example], test: list[Example], global_test: list[Example],
+                 heldout: list[Example] = (), **kw):
         self.name = f"client-{index}"
         self.index = index
         super().__init__(run.clients[index], run, train, **kw)
-        self.test, self.global_test = test, global_test
+        self.test, self.global_test, self.heldout = test, global_test, list(heldout)
+        self.domains = sorted({e.domain for e in train})
 
     def handle(self, msg: Message) -> Message:
         if type(msg) in CLIENT_HANDLERS:
@@ -214,9 +217,16 @@ class Server(Participant):
         return msg, stats
 
     def evaluate(self) -> dict[str, float]:
+        """Global-test accuracy, and per domain (`accuracy_by_domain/<d>`): the server's own weak spots are
+        what the clients can teach it, and a gain there must be visible next to any loss elsewhere."""
         start = time.perf_counter()
-        acc, n = self.accuracy(self.global_test)
-        return {"global_test/accuracy": acc, "global_test/n": n, "seconds/eval": time.perf_counter() - start}
+        rt = self.run.runtime
+        res = evaluate(self.lm, self.global_test, max_new_tokens=self.run.round.max_new_tokens, batch_size=rt.eval_batch_size)
+        by_domain: dict[str, list[bool]] = {}
+        for example, ok in zip(self.global_test, res.correct):
+            by_domain.setdefault(example.domain, []).append(ok)
+        return {"global_test/accuracy": res.accuracy, "global_test/n": res.n, "seconds/eval": time.perf_counter() - start,
+                **{f"accuracy_by_domain/{d}": sum(v) / len(v) for d, v in sorted(by_domain.items())}}
 
 
 def torch_device(name: str) -> torch.device:

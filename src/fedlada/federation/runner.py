@@ -82,7 +82,7 @@ class Runner:
         self.server = Server(cfg, data.server_corpus, data.public, data.global_test, **kw)
         if channel is None:
             self.clients = [
-                Client(i, cfg, cd.train, cd.test, data.global_test, **kw) for i, cd in enumerate(data.clients)
+                Client(i, cfg, cd.train, cd.test, data.global_test, cd.heldout, **kw) for i, cd in enumerate(data.clients)
             ]
             channel = Channel(self.clients)
         else:

@@ -3,6 +3,7 @@
 from fedlada.filter.base import (
     AllSelector,
     LossSelector,
+    OracleSelector,
     RandomSelector,
     Selection,
     Selector,
@@ -16,6 +17,7 @@ __all__ = [
     "AllSelector",
     "EENetSelector",
     "LossSelector",
+    "OracleSelector",
     "RandomSelector",
     "Selection",
     "Selector",

@@ -132,6 +132,36 @@ class LossSelector(_Stateless):
         return Selection(indices, nll[indices], f1, f2)
 
 
+class OracleSelector(_Stateless):
+    """Ablation `filter=oracle`: an upper bound on what selection can give, never a real filter.
+
+    It reads labels no filter has: which candidates belong to the learner's own domain
+    (`aux["own_domain"]`) and whether the learner gets them wrong (`aux["learner_wrong"]`). It picks
+    only own-domain candidates whose teacher path is correct (`aux["teacher_correct"]`), the
+    learner-wrong ones first, each group by learner NLL (highest first), up to the budget. Where fewer
+    qualify it picks fewer: padding with other domains' paths costs a small learner its own skill
+    (measured: every correct path of all domains helps a client less than its own domain's alone).
+    """
+
+    name = "oracle"
+
+    def select(self, features, budget, *, aux=None):
+        n = len(check_features(features, self.n_features))
+        need = ("own_domain", "teacher_correct", "learner_wrong", "learner_nll")
+        if aux is None or any(k not in aux for k in need):
+            raise ValueError(f"the 'oracle' selector needs aux[{', '.join(need)}]")
+        own, ok, wrong, nll = (np.asarray(aux[k]) for k in need)
+        for k, a in zip(need, (own, ok, wrong, nll)):
+            if a.shape != (n,):
+                raise ValueError(f"aux['{k}']: expected shape ({n},), got {a.shape}")
+        eligible = np.flatnonzero(own.astype(bool) & ok.astype(bool))
+        # lexsort: last key first -> learner-wrong before learner-right, then highest NLL
+        order = eligible[np.lexsort((-nll[eligible].astype(np.float64), ~wrong[eligible].astype(bool)))]
+        indices = order[: max(0, budget)]
+        _, f1, f2 = _no_scores(len(indices))
+        return Selection(indices, nll[indices].astype(np.float64), f1, f2)
+
+
 class AllSelector(_Stateless):
     """Ablation `filter=none`: every candidate, the budget ignored — indiscriminate distillation."""
 
@@ -144,7 +174,7 @@ class AllSelector(_Stateless):
 
 
 def make_selector(
-    kind: Literal["eenet", "random", "loss", "none"],
+    kind: Literal["eenet", "random", "loss", "oracle", "none"],
     n_features: int,
     *,
     seed: int,
@@ -166,6 +196,8 @@ def make_selector(
         return RandomSelector(n_features, seed=seed)
     if kind == "loss":
         return LossSelector(n_features)
+    if kind == "oracle":
+        return OracleSelector(n_features)
     if kind == "none":
         return AllSelector(n_features)
-    raise ValueError(f"unknown selector kind {kind!r}; choose eenet, random, loss or none")
+    raise ValueError(f"unknown selector kind {kind!r}; choose eenet, random, loss, oracle or none")

@@ -1,9 +1,16 @@
-"""The filter's reward: learnability realised by one update (DESIGN 3.3).
+"""The filter's rewards (`lada.reward`): what a pick did for the learner.
 
-The relative drop of the learner's per-token NLL on the correct target path, measured before and after
-the update on the selected batch. Relative, so a sample whose path was already likely cannot outscore a
-hard one by sheer scale; clipped to [0, 1], so an update that made a path less likely is "no gain"
-rather than a penalty that would teach the filter to avoid hard but useful regions.
+- `heldout` (default): the pick's share in lowering the learner's loss on its **own** held-out data
+  (a private slice of its domain, never trained on, never sent). Per pick, the cosine between the
+  gradient of its transferred path's loss and the gradient of the held-out loss, both at the learner
+  as it was before the update: to first order, the update's effect on the held-out loss is the sum of
+  the picks' gradients along that direction, so the cosine credits each pick with its part of it and
+  ranks picks by what they do for the learner's own task (LESS, Xia et al. 2024, uses the same
+  alignment for targeted selection). In [-1, 1]; a pick that pulls away from the own task scores
+  below zero. The realised drop of the held-out loss over the update is logged next to it.
+- `nll_drop` (ablation, the first version): the relative drop of the learner's per-token NLL on the
+  pick's correct path, `clip((before - after) / before, 0, 1)`. It pays for absorbing *any* path, and
+  a small learner's NLL is lowest on its own domain, so it pays most for the samples that help least.
 """
 
 from __future__ import annotations
@@ -19,3 +26,11 @@ def learnability_reward(nll_before: np.ndarray, nll_after: np.ndarray, has_targe
     valid = np.asarray(has_target, dtype=bool) & np.isfinite(before) & np.isfinite(after) & (before > 0)
     gain = np.divide(before - after, before, out=np.zeros_like(before), where=valid)
     return np.clip(gain, 0.0, 1.0)
+
+
+def heldout_alignment_reward(cosines: np.ndarray, has_target: np.ndarray) -> np.ndarray:
+    """`lada.reward=heldout`: each pick's gradient cosine with the learner's held-out own-task loss;
+    0 where the pick has no correct path to learn from (nothing was trained on it)."""
+    cos = np.asarray(cosines, dtype=np.float64)
+    valid = np.asarray(has_target, dtype=bool) & np.isfinite(cos)
+    return np.where(valid, np.clip(cos, -1.0, 1.0), 0.0)

@@ -32,7 +32,8 @@ from fedlada.distill.trainer import train_dard
 from fedlada.federation.messages import Message, register
 from fedlada.federation.participants import Client, client_handler
 from fedlada.federation.state import load_tree, save_tree
-from fedlada.filter import learnability_reward, make_selector
+from fedlada.filter import make_selector
+from fedlada.filter.reward import heldout_alignment_reward, learnability_reward
 from fedlada.filter.features import QuestionEmbedder, feature_matrix, n_features
 from fedlada.hosts.base import Host, RoundContext
 from fedlada.seeding import derive_seed
@@ -51,6 +52,7 @@ class Candidates(Message):
     correct: list[bool]
     teacher_nll: list[float]
     offer_up: bool
+    domains: list[str] = field(default_factory=list)  # public labels; read only by filter=oracle and the logs
 
 
 @register
@@ -128,9 +130,18 @@ def on_candidates(client: Client, msg: Candidates) -> PairOffer:
     phi = feature_matrix(learner_nll, msg.teacher_nll, [len(p) for p in msg.paths], msg.correct, affinity, emb)
     t_features = time.perf_counter() - start
 
+    own_domain = np.array([d in client.domains for d in msg.domains] if msg.domains else [False] * len(msg.prompts), dtype=bool)
+    aux = {"learner_nll": learner_nll}
+    if lada.filter == "oracle":  # the bound reads labels: own domain, teacher right, learner wrong
+        teacher_ok = np.array(msg.correct, dtype=bool)
+        eligible = np.flatnonzero(own_domain & teacher_ok)
+        guesses = lm.generate([msg.prompts[i] for i in eligible], run.round.max_new_tokens, batch_size=bs)
+        wrong = np.zeros(len(phi), dtype=bool)
+        wrong[eligible] = [not is_correct(g, msg.answers[i]) for g, i in zip(guesses, eligible)]
+        aux.update(own_domain=own_domain, teacher_correct=teacher_ok, learner_wrong=wrong)
     start = time.perf_counter()
     selector = _selector(run, client.state, "filter_down", client.name)
-    sel = selector.select(phi, lada.budget, aux={"learner_nll": learner_nll})
+    sel = selector.select(phi, lada.budget, aux=aux)
     client.state["filter_down"] = selector.state_dict()  # select changes state (scaler, rng) too
     t_select = time.perf_counter() - start
     chosen = [int(i) for i in sel.indices]
@@ -158,6 +169,7 @@ def on_candidates(client: Client, msg: Candidates) -> PairOffer:
         "learner_correct": np.array(own_ok, dtype=np.float64),
         "features": phi[chosen], "f1": sel.f1, "f2": sel.f2, "score": sel.score,
         "nll_before": learner_nll[chosen],
+        "own_domain": own_domain[chosen].astype(np.float64),
         "pairs": [[p.prompt, p.chosen, p.rejected] for p in pairs],
         "local_pairs": [[p.prompt, p.chosen, p.rejected] for p in mine],
     }
@@ -165,7 +177,9 @@ def on_candidates(client: Client, msg: Candidates) -> PairOffer:
     reply = PairOffer(
         [p.prompt for p in with_ref], [p.chosen for p in with_ref], [p.rejected for p in with_ref],
         values={"seconds/features": t_features, "seconds/filter": t_select,
-                "lada/learner_correct": float(np.mean(own_ok)) if own_ok else 0.0},
+                "lada/learner_correct": float(np.mean(own_ok)) if own_ok else 0.0,
+                "lada/own_share": float(own_domain[chosen].mean()) if chosen else 0.0,
+                "lada/own_base_rate": float(own_domain.mean())},
     )
     if all_paths is not None:
         paths = all_paths
@@ -185,6 +199,20 @@ def on_dard_update(client: Client, msg: DardUpdate) -> SelectionReport:
     pending = client.state.pop("pending")
     pairs = [tuple(p) for p in pending["pairs"]]
     seed = derive_seed(run.seed, client.name, "transfer", msg.round)
+    has_target = pending["has_target"].astype(bool)
+    start = time.perf_counter()
+    heldout = [e.prompt for e in client.heldout], [e.solution for e in client.heldout]
+    if lada.reward == "heldout":
+        if not client.heldout:
+            raise ValueError("lada.reward=heldout needs data.client_heldout > 0")
+        # A step against g_i changes the held-out loss by -lr * g_i . G_H: a positive cosine helps.
+        heldout_grad = lm.loss_gradient(*heldout)
+        cosines = np.zeros(len(has_target))
+        rows = np.flatnonzero(has_target)
+        cosines[rows] = lm.gradient_cosines([pending["prompts"][i] for i in rows], [pending["paths"][i] for i in rows],
+                                            heldout_grad)
+    heldout_before = float(np.mean(_nll(lm, *heldout, run.runtime.eval_batch_size))) if client.heldout else float("nan")
+    t_reward = time.perf_counter() - start
     if lada.loss == "sft":
         stats = client.mixed_sft(msg.round, [p[0] for p in pairs], [p[1] for p in pairs], "lada")
     else:
@@ -197,17 +225,23 @@ def on_dard_update(client: Client, msg: DardUpdate) -> SelectionReport:
             stats = train_dard(lm, pairs, ref, [tuple(p) for p in pending["local_pairs"]], transfer, lada,
                                seed=seed, progress=advance)
     start = time.perf_counter()
-    nll_after = _nll(lm, pending["prompts"], pending["paths"], run.runtime.eval_batch_size)
-    rewards = learnability_reward(pending["nll_before"], nll_after, pending["has_target"].astype(bool))
-    t_reward = time.perf_counter() - start
+    heldout_after = float(np.mean(_nll(lm, *heldout, run.runtime.eval_batch_size))) if client.heldout else float("nan")
+    if lada.reward == "heldout":
+        rewards = heldout_alignment_reward(cosines, has_target)
+    else:
+        nll_after = _nll(lm, pending["prompts"], pending["paths"], run.runtime.eval_batch_size)
+        rewards = learnability_reward(pending["nll_before"], nll_after, has_target)
+    t_reward += time.perf_counter() - start
     start = time.perf_counter()
     selector = _selector(run, client.state, "filter_down", client.name)
     selector.update(pending["features"], rewards)
     client.state["filter_down"] = selector.state_dict()
     t_update = time.perf_counter() - start
     values = {**stats, "seconds/filter_update": t_update, "seconds/reward": t_reward,
-              "lada/reward": float(rewards.mean()) if len(rewards) else 0.0, "lada/selected": float(len(rewards))}
-    arrays = {k: np.asarray(pending[k], dtype=np.float64) for k in ("features", "f1", "f2", "score", "has_target", "learner_correct")}
+              "lada/reward": float(rewards.mean()) if len(rewards) else 0.0, "lada/selected": float(len(rewards)),
+              "lada/heldout_nll_before": heldout_before, "lada/heldout_nll_after": heldout_after}
+    arrays = {k: np.asarray(pending[k], dtype=np.float64)
+              for k in ("features", "f1", "f2", "score", "has_target", "learner_correct", "own_domain")}
     arrays["reward"] = rewards
     return SelectionReport(values, pending["sample_ids"], arrays)
 
@@ -228,7 +262,8 @@ class Lada:
         ctx.record("server", stats)
         n = self.cfg.round.paths_per_question
         cand = Candidates(ctx.round, offer.sample_ids, offer.prompts, [e.answer for e in pool for _ in range(n)],
-                          offer.paths, offer.correct, _nll(server.lm, offer.prompts, offer.paths, bs).tolist(), self.up)
+                          offer.paths, offer.correct, _nll(server.lm, offer.prompts, offer.paths, bs).tolist(), self.up,
+                          [e.domain for e in pool for _ in range(n)])
         offers = [ctx.call(i, cand) for i in range(ctx.num_clients)]
         self.domains = {e.id: e.domain for e in pool}
         for i, po in enumerate(offers):
@@ -310,6 +345,7 @@ class Lada:
                 **{k: (None if np.isnan(arrays[k][j]) else round(float(arrays[k][j]), 5)) for k in ("f1", "f2", "score")},
                 "reward": round(float(arrays["reward"][j]), 5),
                 "teacher_correct": bool(arrays["has_target"][j]), "learner_correct": bool(arrays["learner_correct"][j]),
+                **({"own_domain": bool(arrays["own_domain"][j])} if "own_domain" in arrays else {}),
             })
 
     def save_state(self, path) -> None:

@@ -216,6 +216,25 @@ class LM:
         # Clones made outside inference mode are ordinary tensors, usable next to autograd ones (DARD refs).
         return sums.clone(), counts.clone()
 
+    def loss_gradient(self, prompts: list[str], completions: list[str]) -> torch.Tensor:
+        """Gradient of the mean per-token NLL of the completions w.r.t. the trainable parameters, flattened
+        (one vector, on `device`). It is what one SFT step on these pairs would follow."""
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        logp, ntok = self.sequence_logprobs(prompts, completions, batch_size=len(prompts) or 1, grad=True)
+        loss = -logp.sum() / ntok.sum().clamp(min=1)
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        return torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1) for g, p in zip(grads, params)])
+
+    def gradient_cosines(self, prompts: list[str], completions: list[str], direction: torch.Tensor) -> np.ndarray:
+        """Per pair, the cosine between its own `loss_gradient` and `direction` (LESS-style alignment:
+        how much one step on this pair alone would move the model along `direction`)."""
+        norm = direction.norm().clamp(min=1e-12)
+        out = np.zeros(len(prompts))
+        for i, (p, c) in enumerate(zip(prompts, completions)):
+            g = self.loss_gradient([p], [c])
+            out[i] = float(g @ direction / (g.norm().clamp(min=1e-12) * norm))
+        return out
+
     def topk_logprobs(self, prompts: list[str], completions: list[str], k: int, *,
                       batch_size: int = 256) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
         """Per pair, at every completion token + eos: `(label ids [T], label log-probs [T], top-k ids [T, k],

@@ -114,7 +114,7 @@ class Node:
         data = build_federation_data(cfg.data, len(cfg.clients), cfg.seed)
         mine = data.clients[self.settings.partition_id]
         cache = Path(self.settings.cache_dir) if self.settings.cache_dir else default_cache_dir(cfg)
-        return Client(self.settings.partition_id, cfg, mine.train, mine.test, data.global_test,
+        return Client(self.settings.partition_id, cfg, mine.train, mine.test, data.global_test, mine.heldout,
                       device=torch_device(cfg.runtime.device), cache_dir=cache, ui=self.ui)
 
     def handle(self, msg: Message) -> Message:

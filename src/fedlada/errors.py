@@ -1,0 +1,50 @@
+"""Errors a user can act on: each is one line that says what is wrong and what to change.
+
+The command line prints a `FedladaError` as `error: <message>` without a traceback; everything else
+is a bug and keeps its traceback. (`config.ConfigError` is the config's own one-line error and is
+printed the same way.)
+"""
+
+from __future__ import annotations
+
+
+class FedladaError(Exception):
+    """A problem with the user's inputs, files or federation, phrased as one line."""
+
+
+class DataError(FedladaError):
+    """The data does not fit the config or the models (missing domains, sets too small, too long)."""
+
+
+class CheckpointError(FedladaError):
+    """A checkpoint or state directory that cannot be used: damaged, missing or from another run."""
+
+
+class ClientFailure(FedladaError):
+    """A client failed (its handler raised, or its reply did not come) and the run cannot go on."""
+
+
+class PrivacyViolation(FedladaError):
+    """A message about to be sent carries a client's private text (see federation/audit.py)."""
+
+
+class TLSError(FedladaError):
+    """TLS files that do not belong together."""
+
+
+def config_difference(old: dict, new: dict, ignore: tuple[str, ...] = ("runtime",), _prefix: str = "") -> str | None:
+    """The first key at which two config dumps differ, as `key: old -> new`; None if equal.
+
+    Top-level keys in `ignore` (by default `runtime`: device, threads, batch sizes for evaluation,
+    the audit and failure policy) may change between a run and its resume."""
+    for key in dict.fromkeys([*old, *new]):
+        if not _prefix and key in ignore:
+            continue
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            found = config_difference(a, b, ignore, f"{_prefix}{key}.")
+            if found:
+                return found
+        elif a != b:
+            return f"{_prefix}{key}: {a!r} -> {b!r}"
+    return None
