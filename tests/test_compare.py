@@ -160,6 +160,7 @@ def test_compare_end_to_end_then_reuses_finished_runs(tmp_path, tiny_config_dict
             "--out", str(out), "--set", "rounds=1", "--set", "runtime.threads=1"]
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
+    assert "testbed check: " in res.output and "(a) transfer helps: " in res.output  # the check, on the console too
     for f in ("compare.md", "compare.json", "compare_accuracy.png"):
         assert (out / f).exists()
     data = json.loads((out / "compare.json").read_text())
@@ -218,3 +219,301 @@ def test_lada_vs_host_pairs_by_seed():
     header, body = cmp.paired_grid(pairs, code=True)
     assert body[0][:3] == ["`distill+lada` − `distill`", "3", "-6.7 ± 2.9 (-5.0 / -10.0 / -5.0; lower)"]
     assert cmp.paired_grid(pairs)[1][1][0] == "fedmkt+lada − fedmkt"
+
+
+# -- variant specs ----------------------------------------------------------------------------------------
+def test_variant_specs_labels_overrides_and_directories():
+    plain = cmp.Variant.parse(" distill+lada ")
+    assert plain == cmp.Variant.method("distill+lada") and plain.dirname == "distill+lada"  # old runs reused
+    v = cmp.Variant.parse("distill+lada:filter=oracle")
+    assert v.label == "distill+lada:filter=oracle" and v.dirname == "distill+lada_filter-oracle"
+    assert v.overrides == ("method=distill+lada", "lada.filter=oracle")
+    two = cmp.Variant.parse("distill+lada : filter = eenet : reward = nll_drop")
+    assert two.label == "distill+lada:filter=eenet:reward=nll_drop"
+    assert two.overrides == ("method=distill+lada", "lada.filter=eenet", "lada.reward=nll_drop")
+    assert two.dirname == "distill+lada_filter-eenet_reward-nll_drop"
+    dotted = cmp.Variant.parse("distill:round.transfer.epochs=null")
+    assert dotted.overrides == ("method=distill", "round.transfer.epochs=null")
+    assert dotted.dirname == "distill_round.transfer.epochs-null"
+    assert cmp.spec_parts(two.label) == ("distill+lada", {"lada.filter": "eenet", "lada.reward": "nll_drop"})
+    assert cmp.spec_parts("broken") == ("broken", {})
+    # characters a file system may not take are replaced; a hash keeps specs that map alike apart
+    a, b = cmp.Variant.parse("distill:data.path=/tmp/a b"), cmp.Variant.parse("distill:data.path=/tmp/a?b")
+    for x in (a, b):
+        assert "/" not in x.dirname and " " not in x.dirname and "?" not in x.dirname
+        assert x.dirname.startswith("distill_data.path--tmp-a-b-")
+    assert a.dirname != b.dirname
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("distill+lada:filter", "--methods 'distill+lada:filter': 'filter' is not key=value"),
+    ("distill+lada:=oracle", "'=oracle' is not key=value"),
+    (":filter=oracle", "expected METHOD[:key=value]"),
+    ("distill+lada:filter=random:lada.filter=loss", "lada.filter is set twice"),
+])
+def test_a_bad_variant_spec_is_one_config_error(spec, message):
+    with pytest.raises(cmp.ConfigError) as err:
+        cmp.Variant.parse(spec)
+    assert message in str(err.value)
+
+
+def test_plan_applies_spec_settings_and_validates_their_keys(tmp_path, tiny_config_dict):
+    scenario = tiny_yaml(tmp_path, tiny_config_dict)
+    variants = [cmp.Variant.parse("distill+lada:filter=random:ref=self"), cmp.Variant.parse("distill:round.transfer.steps=7")]
+    jobs = cmp.plan(scenario, variants, [0], [], tmp_path / "c", 1)
+    assert jobs[0].cfg.method == "distill+lada" and jobs[0].cfg.lada.filter == "random" and jobs[0].cfg.lada.ref == "self"
+    assert jobs[0].dir == tmp_path / "c" / "distill+lada_filter-random_ref-self" / "seed-0"
+    assert jobs[1].cfg.method == "distill" and jobs[1].cfg.round.transfer.steps == 7
+    with pytest.raises(cmp.ConfigError, match="^lada.filtr: unknown key"):
+        cmp.plan(scenario, [cmp.Variant.parse("distill+lada:filtr=random")], [0], [], tmp_path / "c", 1)
+    with pytest.raises(cmp.ConfigError, match="would share the run directory x"):
+        cmp.plan(scenario, [cmp.Variant("a", ("method=distill",), "x"), cmp.Variant("b", ("method=distill",), "x")],
+                 [0], [], tmp_path / "c", 1)
+
+
+def test_compare_cli_rejects_bad_specs_in_one_line(tmp_path, tiny_config_dict):
+    scenario = str(tiny_yaml(tmp_path, tiny_config_dict))
+    base = ["compare", "--scenario", scenario, "--seeds", "1", "--out", str(tmp_path / "c"), "--methods"]
+    cases = {
+        "distill,distill+lada:filtr=x": "error: lada.filtr: unknown key",
+        "distill,fedfoo:filter=oracle": "error: --methods: unknown 'fedfoo'; choose from",
+        "distill+lada:filter": "error: --methods 'distill+lada:filter': 'filter' is not key=value",
+    }
+    for spec, message in cases.items():
+        res = runner.invoke(app, [*base, spec])
+        assert res.exit_code == 2 and one_line(res.output).startswith(message), res.output
+    assert not (tmp_path / "c").exists()
+
+
+# -- LaDa vs host, oracle gap, testbed check: hand-made numbers ----------------------------------------------
+def runs_of(own_by_seed, clients0=None, by_domain=None):
+    """A `collect` entry: final client own per seed, the same round 0 in every seed unless given per seed."""
+    def zero(seed, x):
+        return x.get(seed, x.get("all")) if isinstance(x, dict) and ("all" in x or seed in x) else x
+
+    c0 = clients0 if clients0 is not None else {"all": {"client-0": 0.3, "client-1": 0.4}}
+    dom = by_domain if by_domain is not None else {"all": {"add": 0.2, "mul": 0.5, "sub": 0.5}}
+    return {"runs": [{"seed": s, "client_own": v, "client_global": v / 2, "server_global": 0.7,
+                      "round0": {"clients_own": zero(s, c0), "server_by_domain": zero(s, dom)}}
+                     for s, v in own_by_seed.items()], "missing": []}
+
+
+ORACLE, RANDOM = "distill+lada:filter=oracle", "distill+lada:filter=random"
+
+
+def test_lada_vs_host_pairs_ablations_with_the_plain_host():
+    results = {
+        "distill": runs_of({0: 0.50, 1: 0.20}),
+        "distill+lada": runs_of({0: 0.45, 1: 0.30}),
+        ORACLE: runs_of({0: 0.60, 1: 0.40}),
+        "distill+lada:loss=sft": runs_of({1: 0.25}),
+        "distill:round.transfer.epochs=1": runs_of({0: 0.10, 1: 0.10}),
+        "distill+lada:filter=loss:round.transfer.epochs=1": runs_of({0: 0.30, 1: 0.30}),
+        "fedmkt+lada:filter=random": runs_of({0: 0.3}),  # no fedmkt run: no pair
+    }
+    pairs = cmp.lada_vs_host(results)
+    assert list(pairs) == ["distill+lada", ORACLE, "distill+lada:loss=sft", "distill+lada:filter=loss:round.transfer.epochs=1"]
+    assert pairs[ORACLE]["host"] == "distill" and pairs[ORACLE]["client_own"]["diffs"] == pytest.approx([10.0, 20.0])
+    assert pairs["distill+lada:loss=sft"]["host"] == "distill" and pairs["distill+lada:loss=sft"]["seeds"] == [1]
+    # a variant that also changes the host's own settings is measured against the host with those settings
+    assert pairs["distill+lada:filter=loss:round.transfer.epochs=1"]["host"] == "distill:round.transfer.epochs=1"
+    assert pairs["distill+lada:filter=loss:round.transfer.epochs=1"]["client_own"]["diffs"] == pytest.approx([20.0, 20.0])
+    _, body = cmp.paired_grid(pairs, code=True)
+    assert body[1][:3] == ["`distill+lada:filter=oracle` − `distill`", "2", "+15.0 ± 7.1 (+10.0 / +20.0; higher)"]
+
+
+def test_oracle_gap_recovered_per_seed_and_none_where_the_gap_is_zero():
+    results = {
+        "distill": runs_of({0: 0.9, 1: 0.9, 2: 0.9}),  # another method: not scaled
+        ORACLE: runs_of({0: 0.8, 1: 0.6, 2: 0.5}),
+        RANDOM: runs_of({0: 0.4, 1: 0.5, 2: 0.5}),  # seed 2: oracle no better than random
+        "distill+lada": runs_of({0: 0.6, 1: 0.55, 2: 0.7}),
+        "distill+lada:loss=sft": runs_of({0: 0.4, 1: 0.65}),  # no seed 2 run
+    }
+    gap = cmp.oracle_gap(results)
+    assert list(gap) == ["distill+lada"]
+    g = gap["distill+lada"]
+    assert (g["oracle"], g["random"], g["seeds"]) == (ORACLE, RANDOM, [0, 1, 2])
+    assert g["gap_points"] == pytest.approx([40.0, 10.0, 0.0])
+    assert list(g["recovered"]) == ["distill+lada", "distill+lada:loss=sft"]
+    plain = g["recovered"]["distill+lada"]
+    assert plain["values"][:2] == pytest.approx([0.5, 0.5]) and plain["values"][2] is None
+    assert plain["mean"] == pytest.approx(0.5) and plain["std"] == pytest.approx(0.0) and plain["n"] == 2
+    sft = g["recovered"]["distill+lada:loss=sft"]
+    assert sft["values"][:2] == pytest.approx([0.0, 1.5]) and sft["values"][2] is None and sft["mean"] == pytest.approx(0.75)
+    header, body = cmp.oracle_gap_grid(g, code=True)
+    assert header == ["variant", "n", "gap recovered %", "seed 0", "seed 1", "seed 2"]
+    assert body[0] == [f"`{ORACLE}` − `{RANDOM}` (points)", "3", "", "+40.0", "+10.0", "+0.0"]
+    assert body[1] == ["`distill+lada`", "2", "50 ± 0", "50", "50", "–"]
+    assert body[2][3:] == ["0", "150", "–"]
+    assert cmp.oracle_gap({k: v for k, v in results.items() if k != RANDOM}) == {}
+
+
+TRANSFER = {"steps": 300, "batch_size": 64, "epochs": None}
+
+
+def good_compare():
+    """A compare that passes a-d: distill above standalone in both seeds, oracle +10.0 over random, clients
+    at 30% and 40% at round 0, the server 30 points weaker on client-0's `add` than on its other domains."""
+    results = {
+        "standalone": runs_of({0: 0.40, 1: 0.45}),
+        "distill": runs_of({0: 0.50, 1: 0.55}),
+        ORACLE: runs_of({0: 0.70, 1: 0.60}),
+        RANDOM: runs_of({0: 0.60, 1: 0.50}),
+    }
+    configs = {label: {"data": {"client_domains": [["add"], ["mul"]]}, "round": {"transfer": dict(TRANSFER)}} for label in results}
+    return results, configs
+
+
+def test_scenario_check_passes_a_good_testbed():
+    results, configs = good_compare()
+    check = cmp.scenario_check(results, configs)
+    assert check["line"] == "testbed check: PASS (a–d)" and check["status"] == "pass"
+    assert {k: c["status"] for k, c in check["conditions"].items()} == dict.fromkeys("abcd", "pass")
+    b = check["conditions"]["b"]
+    assert b["mean_points"] == pytest.approx(10.0) and [p["diff_points"] for p in b["per_seed"]] == pytest.approx([10.0, 10.0])
+    d = check["conditions"]["d"]["per_seed"][0]
+    assert (d["domain"], d["client"]) == ("add", "client-0") and d["margin_points"] == pytest.approx(30.0)
+    assert check["transfer"] == dict.fromkeys(results, "300 steps (batch 64)")
+    lines = cmp.check_lines(check, code=True)
+    assert lines[0] == "testbed check: PASS (a–d)" and lines[-1] == "- transfer phases: 300 steps (batch 64)"
+    assert "- (a) transfer helps: PASS, `distill` − `standalone`, final client own (points): seed 0 +10.0, seed 1 +10.0" in lines
+    assert any(x.startswith("- (d) clients know what the server lacks: PASS") and "`add` (client-0) 20.0% vs 50.0%" in x for x in lines)
+
+
+def test_scenario_check_flags_distill_below_standalone_in_one_seed():
+    results, configs = good_compare()
+    results["distill"] = runs_of({0: 0.50, 1: 0.44})
+    check = cmp.scenario_check(results, configs)
+    a = check["conditions"]["a"]
+    assert a["status"] == "fail" and [p["diff_points"] for p in a["per_seed"]] == pytest.approx([10.0, -1.0])
+    assert check["status"] == "fail" and check["line"] == "testbed check: FAIL (a failed; b, c, d passed)"
+    assert "seed 1 -1.0" in cmp.check_lines(check)[1]
+
+
+@pytest.mark.parametrize("oracle, status", [({0: 0.70, 1: 0.60}, "pass"), ({0: 0.699, 1: 0.599}, "fail"),
+                                            ({0: 0.72, 1: 0.58}, "pass")])  # +12 and +8: the mean counts
+def test_selection_matters_needs_ten_points_on_average(oracle, status):
+    results, configs = good_compare()
+    results[ORACLE] = runs_of(oracle)
+    assert cmp.scenario_check(results, configs)["conditions"]["b"]["status"] == status
+
+
+@pytest.mark.parametrize("client, status", [(0.04, "fail"), (0.05, "fail"), (0.06, "pass"), (0.89, "pass"), (0.90, "fail")])
+def test_no_floor_or_ceiling_at_round_zero(client, status):
+    results, configs = good_compare()
+    zero = {0: {"client-0": 0.3, "client-1": 0.4}, 1: {"client-0": 0.3, "client-1": client}}
+    results = {label: runs_of({r["seed"]: r["client_own"] for r in e["runs"]}, clients0=zero) for label, e in results.items()}
+    c = cmp.scenario_check(results, configs)["conditions"]["c"]
+    assert c["status"] == status
+    assert c["per_seed"][1]["outside"] == ({"client-1": client} if status == "fail" else {})
+    assert c["per_seed"][1]["min"] == pytest.approx(min(0.3, client))
+
+
+@pytest.mark.parametrize("add, status", [(0.31, "fail"), (0.30, "pass"), (0.10, "pass")])
+def test_server_lacks_a_client_domain_by_twenty_points(add, status):
+    results, configs = good_compare()
+    # seed 0 always passes (add at 20%); seed 1 decides
+    dom = {0: {"add": 0.2, "mul": 0.5, "sub": 0.5}, 1: {"add": add, "mul": 0.5, "sub": 0.5}}
+    results = {label: runs_of({r["seed"]: r["client_own"] for r in e["runs"]}, by_domain=dom) for label, e in results.items()}
+    d = cmp.scenario_check(results, configs)["conditions"]["d"]
+    assert d["status"] == status and d["per_seed"][1]["margin_points"] == pytest.approx(100 * (0.5 - add))
+    assert [p["pass"] for p in d["per_seed"]] == [True, status == "pass"]
+
+
+def test_server_lacks_picks_the_weakest_client_domain():
+    """`sub` is no client's domain, so the server being weak there says nothing about the clients."""
+    results, configs = good_compare()
+    dom = {"all": {"add": 0.45, "mul": 0.6, "sub": 0.05}}
+    results = {label: runs_of({r["seed"]: r["client_own"] for r in e["runs"]}, by_domain=dom) for label, e in results.items()}
+    d = cmp.scenario_check(results, configs)["conditions"]["d"]
+    assert d["status"] == "fail" and d["per_seed"][0]["domain"] == "add"
+    assert d["per_seed"][0]["margin_points"] == pytest.approx(100 * ((0.6 + 0.05) / 2 - 0.45))
+
+
+def test_scenario_check_says_what_it_could_not_measure():
+    results, configs = good_compare()
+    partial = {k: v for k, v in results.items() if k not in ("standalone", RANDOM)}
+    check = cmp.scenario_check(partial, configs)
+    cond = check["conditions"]
+    assert cond["a"]["status"] == cond["b"]["status"] == "not measured"
+    assert cond["a"]["why"] == "not measured: needs finished runs of `distill` and `standalone` of a common seed"
+    assert cond["b"]["why"] == f"not measured: needs variants `{ORACLE}` and `{RANDOM}`"
+    assert check["status"] == "incomplete" and check["line"] == "testbed check: INCOMPLETE (c, d passed; a, b not measured)"
+    assert "  (b) selection matters: not measured: needs variants distill+lada:filter=oracle" in cmp.check_lines(check)[2]
+    # d: no client domains in the config is not measurable; no per-domain server rows is not measured
+    no_domains = {label: {"round": {"transfer": TRANSFER}} for label in results}
+    assert cmp.scenario_check(results, no_domains)["conditions"]["d"]["why"] == (
+        "not measurable: the config sets no data.client_domains")
+    old = {label: runs_of({r["seed"]: r["client_own"] for r in e["runs"]}, by_domain={"all": {}}) for label, e in results.items()}
+    assert cmp.scenario_check(old, configs)["conditions"]["d"]["why"].startswith(
+        "not measured: needs round-0 server rows with accuracy_by_domain/<domain>")
+    empty = cmp.scenario_check({"distill": {"runs": [], "missing": []}}, {})
+    assert {c["status"] for c in empty["conditions"].values()} == {"not measured"}
+    assert empty["line"] == "testbed check: INCOMPLETE (a, b, c, d not measured)"
+
+
+def test_transfer_phase_rule_per_variant_when_they_differ():
+    assert cmp.transfer_rule({"round": {"transfer": {"steps": 300, "batch_size": 64, "epochs": 2.0}}}) == (
+        "2 epochs, capped at 300 steps (batch 64)")
+    assert cmp.transfer_rule({"round": {"transfer": {"steps": 250, "batch_size": 32}}}) == "250 steps (batch 32)"
+    rules = {"a": "300 steps (batch 64)", "b": "2 epochs, capped at 300 steps (batch 64)", "c": "300 steps (batch 64)"}
+    assert cmp.transfer_line(rules, code=True) == (
+        "transfer phases: `a`, `c`: 300 steps (batch 64); `b`: 2 epochs, capped at 300 steps (batch 64)")
+    assert cmp.transfer_line({"a": "300 steps (batch 64)"}) == "transfer phases: 300 steps (batch 64)"
+
+
+def test_round_zero_values_come_from_the_metrics_rows():
+    rows = rows_of(RUN_A)
+    for r in rows:
+        if r["participant"] == "server" and r["round"] == 0:
+            r.update({"accuracy_by_domain/add": 0.25, "accuracy_by_domain/mul": 0.75})
+    zero = cmp.run_values(rows)["round0"]
+    assert zero == {"clients_own": {"client-0": 0.2, "client-1": 0.4}, "server_by_domain": {"add": 0.25, "mul": 0.75}}
+    assert cmp.run_values(rows_of(RUN_B))["round0"]["server_by_domain"] == {}
+
+
+def write_fake_run(d, cfg, rows):
+    d.mkdir(parents=True)
+    (d / "config.yaml").write_text(dump_config(cfg))
+    (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (d / "done.json").write_text(json.dumps({"wall_seconds": 1.0, "rounds": cfg.rounds, "processes": 1}))
+
+
+def test_write_compare_puts_the_check_on_top_and_the_oracle_gap_in(tmp_path, tiny_config_dict):
+    """compare.md and compare.json from hand-written finished runs (no model is trained)."""
+    scenario = tiny_yaml(tmp_path, tiny_config_dict)
+    # compare reads a variant's role from its label; the config behind this "oracle" does not matter here
+    oracle = cmp.Variant(ORACLE, ("method=distill+lada", "lada.filter=loss"), "oracle-stand-in")
+    variants = [cmp.Variant.parse(s) for s in ("standalone", "distill", "distill+lada", RANDOM, "distill+lada:filter=loss")]
+    out = tmp_path / "cmp"
+    jobs = cmp.plan(scenario, [*variants, oracle], [0, 1], [], out, 1)
+    final = {"standalone": 0.45, "distill": 0.4, "distill+lada": 0.5, RANDOM: 0.3, "distill+lada:filter=loss": 0.35, ORACLE: 0.6}
+    for job in jobs:
+        own = final[job.variant.label]
+        run = {t: {"server": (None, 0.8, 100), "client-0": (0.2, 0.1, 10), "client-1": (0.4, 0.1, 10)} for t in (0, 1)}
+        run[2] = {"server": (None, 0.8, 100), "client-0": (own, 0.1, 10), "client-1": (own, 0.1, 10)}
+        rows = rows_of(run)
+        for r in rows:
+            if r["participant"] == "server":
+                r.update({"accuracy_by_domain/add": 0.1, "accuracy_by_domain/mul": 0.6})
+        write_fake_run(job.dir, job.cfg, rows)
+    assert (out / "distill+lada_filter-random" / "seed-1" / "done.json").exists()
+    cmp.write_compare(out, jobs, scenario="tiny", scenario_path=scenario, seeds=[0, 1], overrides=[],
+                      command_line="X", plot=False)
+    data = json.loads((out / "compare.json").read_text())
+    check = data["check"]
+    assert check["line"] == "testbed check: FAIL (a failed; b, c, d passed)"
+    assert check["conditions"]["b"]["mean_points"] == pytest.approx(30.0)
+    assert check["conditions"]["d"]["per_seed"][0]["margin_points"] == pytest.approx(50.0)
+    assert check["transfer"]["distill"] == "5 steps (batch 16)"  # read from the saved config.yaml
+    assert list(data["lada_vs_host"]) == ["distill+lada", RANDOM, "distill+lada:filter=loss", ORACLE]
+    gap = data["oracle_gap"]["distill+lada"]
+    assert gap["gap_points"] == pytest.approx([30.0, 30.0])
+    assert gap["recovered"]["distill+lada"]["mean"] == pytest.approx(2 / 3)
+    assert gap["recovered"]["distill+lada:filter=loss"]["values"] == pytest.approx([1 / 6, 1 / 6])
+    md = (out / "compare.md").read_text()
+    assert md.index("testbed check: FAIL") < md.index("Regenerate") < md.index("| `standalone` | 2 |")
+    assert "- (a) transfer helps: FAIL, `distill` − `standalone`, final client own (points): seed 0 -5.0, seed 1 -5.0" in md
+    assert "- transfer phases: 5 steps (batch 16)" in md
+    assert "Oracle gap recovered (`distill+lada`)" in md and "| `distill+lada` | 2 | 67 ± 0 | 67 | 67 |" in md

@@ -789,7 +789,7 @@ def _condition_text(key: str, c: dict, q: str) -> str:
             return f"seed {p['seed']} {_pct(p['min'])}–{_pct(p['max'])}" + (f" (outside: {bad})" if bad else "")
         return f"round-0 client own accuracy, min–max (must lie in {_pct(c['low'])}–{_pct(c['high'])}): " + "; ".join(map(one, seeds))
     per = "; ".join(f"seed {p['seed']} {q}{p['domain']}{q} ({p['client']}) {_pct(p['server_domain'])} vs "
-                    f"{_pct(p['server_others'])} on the other domains ({-p['margin_points']:+.1f})" for p in seeds)
+                    f"{_pct(p['server_others'])} on the other domains (margin {p['margin_points']:+.1f})" for p in seeds)
     return f"round-0 server accuracy on the client domain furthest below its other domains (≥ {c['margin_points']:g} points needed): {per}"
 
 

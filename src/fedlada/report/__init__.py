@@ -93,8 +93,131 @@ def read_selections(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
 
-def filter_section(selections: list[dict]) -> list[str]:
-    """Mean reward per round and pair, and what each pair's filter chose (difficulty, correctness, domains)."""
+def average_ranks(xs: list[float]) -> list[float]:
+    """1-based ranks, tied values sharing the mean of the ranks they span ([5, 1, 5] -> [2.5, 1, 2.5])."""
+    order = sorted(range(len(xs)), key=lambda i: xs[i])
+    ranks = [0.0] * len(xs)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and xs[order[j + 1]] == xs[order[i]]:
+            j += 1
+        for k in order[i:j + 1]:
+            ranks[k] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
+
+
+def _spearman(xs: list[float], ys: list[float]) -> float:
+    """Spearman's rho without scipy: Pearson's correlation of the average ranks."""
+    rx, ry = average_ranks(xs), average_ranks(ys)
+    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
+    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
+    return cov / math.sqrt(sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry))
+
+
+def rank_correlation(xs: list, ys: list) -> float | None:
+    """Spearman's rho over the pairs where both values are known (scipy's where installed).
+
+    None with fewer than three pairs (two points are always perfectly ranked, +-1 says nothing) or
+    when one side is constant (no order to correlate with)."""
+    pts = [(x, y) for x, y in zip(xs, ys) if _known(x) and _known(y)]
+    if len(pts) < 3 or len({x for x, _ in pts}) < 2 or len({y for _, y in pts}) < 2:
+        return None
+    a, b = [x for x, _ in pts], [y for _, y in pts]
+    try:
+        from scipy.stats import spearmanr
+    except ImportError:
+        return _spearman(a, b)
+    return float(spearmanr(a, b)[0])
+
+
+def _known(x) -> bool:
+    return x is not None and not (isinstance(x, float) and math.isnan(x))
+
+
+LADA_EXTRAS = ("lada/own_share", "lada/own_base_rate", "lada/reward")
+
+
+def own_domain_rounds(selections: list[dict], rows: list[dict]) -> list[dict]:
+    """Per client and round >= 1 of the down direction: picks, share of own-domain picks, the pool's
+    own-domain base rate, mean reward of the picks, and the own-test gain of that round (points).
+
+    Why next to each other: a filter that serves the learner should pick its own domains above their
+    base rate, and a reward that means something should rise with the round's own-test gain. The
+    client rows' `lada/*` extras are used where present; older runs fall back to selections.jsonl
+    (share from `own_domain`, when every pick carries it; reward as the picks' mean); None = unknown."""
+    down = [s for s in selections if s["direction"] == "down"]
+    extras: dict[tuple[str, int], dict] = {}
+    own: dict[tuple[str, int], float] = {}
+    for r in rows:
+        if r["role"] != "client":
+            continue
+        key = (r["participant"], r["round"])
+        if r["split"] == "local_test":
+            own[key] = r["accuracy"]
+        found = {k: r[k] for k in LADA_EXTRAS if _known(r.get(k))}
+        if found and r["round"] >= 1:
+            extras.setdefault(key, {}).update(found)
+    keys = list(dict.fromkeys([(s["client"], s["round"]) for s in down if s["round"] >= 1] + list(extras)))
+    clients = list(dict.fromkeys(c for c, _ in keys))
+    out = []
+    for c, t in sorted(keys, key=lambda k: (clients.index(k[0]), k[1])):
+        picks = [s for s in down if (s["client"], s["round"]) == (c, t)]
+        e = extras.get((c, t), {})
+        flags = [bool(s["own_domain"]) for s in picks if s.get("own_domain") is not None]
+        share = e.get("lada/own_share", sum(flags) / len(flags) if flags and len(flags) == len(picks) else None)
+        reward = e.get("lada/reward", sum(s["reward"] for s in picks) / len(picks) if picks else None)
+        gain = 100 * (own[(c, t)] - own[(c, t - 1)]) if (c, t) in own and (c, t - 1) in own else None
+        out.append({"client": c, "round": t, "picks": len(picks), "own_share": share,
+                    "own_base_rate": e.get("lada/own_base_rate"), "reward": reward, "gain_points": gain})
+    return out
+
+
+def reward_gain_correlations(per_round: list[dict]) -> dict[str, float | None]:
+    """Spearman's rho between a round's mean reward and its own-test gain: per client over its rounds,
+    and (key "all") over every (client, round) pair."""
+    clients = list(dict.fromkeys(r["client"] for r in per_round))
+    out = {c: rank_correlation([r["reward"] for r in per_round if r["client"] == c],
+                               [r["gain_points"] for r in per_round if r["client"] == c]) for c in clients}
+    out["all"] = rank_correlation([r["reward"] for r in per_round], [r["gain_points"] for r in per_round])
+    return out
+
+
+def _own_domain_tables(selections: list[dict], rows: list[dict]) -> list[str]:
+    per_round = own_domain_rounds(selections, rows)
+    if not per_round:
+        return []
+
+    def cell(x, fmt: str) -> str:
+        return "–" if x is None else format(x, fmt)
+
+    header = ["client", "round", "picks", "own-domain picks %", "own-domain in pool %", "mean reward", "own-test gain (points)"]
+    body = [[r["client"], str(r["round"]), str(r["picks"]), cell(None if r["own_share"] is None else 100 * r["own_share"], ".0f"),
+             cell(None if r["own_base_rate"] is None else 100 * r["own_base_rate"], ".0f"), cell(r["reward"], ".3f"),
+             cell(r["gain_points"], "+.1f")] for r in per_round]
+    lines = [
+        "", "Own-domain picks (down direction), per client and round: the share of the picks from one of the "
+        "learner's own domains against that share in the candidate pool, the picks' mean reward, and the "
+        "client's own-test gain that round (own accuracy at round t minus round t−1):", "",
+        markdown_table(header, body),
+    ]
+    known = [r for r in per_round if _known(r["reward"]) and _known(r["gain_points"])]
+    if not known:  # no metrics rows: no gains to correlate with
+        return lines
+    rho = reward_gain_correlations(per_round)
+    body2 = [[c, str(sum(r["client"] == c for r in known)), cell(v, "+.2f")] for c, v in rho.items() if c != "all"]
+    body2.append(["all (client, round) pairs", str(len(known)), cell(rho["all"], "+.2f")])
+    return lines + [
+        "", "Does the reward track the gain? Spearman's rank correlation between a round's mean reward and "
+        "its own-test gain (– = fewer than 3 rounds, or a constant side):", "",
+        markdown_table(["client", "rounds", "Spearman ρ"], body2),
+    ]
+
+
+def filter_section(selections: list[dict], metrics: list[dict] | tuple = ()) -> list[str]:
+    """Mean reward per round and pair, what each pair's filter chose (difficulty, correctness, domains)
+    and, with the run's `metrics` rows, own-domain picks against the pool and reward against own-test gain."""
     pairs = list(dict.fromkeys((s["client"], s["direction"]) for s in selections))
     rounds = sorted({s["round"] for s in selections})
 
@@ -125,7 +248,21 @@ def filter_section(selections: list[dict]) -> list[str]:
         "for that learner), path length, how often the offered path was right and the learner's own path "
         "was right, and the domains of the chosen public questions:", "",
         markdown_table(header2, body2),
+        *_own_domain_tables(selections, list(metrics)),
     ]
+
+
+def audit_statement(rows: list[dict]) -> list[str]:
+    """The privacy audit's line (federation/audit.py): messages and bytes checked, seconds spent."""
+    server = [r for r in rows if r["role"] == "server" and r["split"] == "global_test"]
+    if not any("audit/messages" in r for r in server):
+        return ["", "Privacy audit: off (runtime.audit=false); messages were not checked for private text."] \
+            if any(r.get("audit/off") for r in server) else []
+    n, nbytes, secs = (sum(r.get(k, 0) for r in server) for k in ("audit/messages", "audit/bytes", "audit/seconds"))
+    return ["", f"Privacy audit: every message was checked for the clients' private prompts, solutions and "
+                f"sample ids before it was sent: {int(n)} messages, {nbytes / 1e6:.1f} MB, {secs:.2f} s in all; "
+                "no violation (one would have stopped the run). Weights, logits and other arrays are not text "
+                "and are not checked (docs/reliability.md)."]
 
 
 def write_report(run_dir: Path, *, plot: bool = True) -> Path:
@@ -144,12 +281,13 @@ def write_report(run_dir: Path, *, plot: bool = True) -> Path:
         f"({100 * s['client_own_gain']:+.1f} vs round 0), {100 * s['client_global']:.1f}% global "
         f"({100 * s['client_global_gain']:+.1f}); server {100 * s['server_global']:.1f}% ({100 * s['server_gain']:+.1f}).",
     ]
+    parts += audit_statement(rows)
     if plot:
         plot_accuracy(rows, run_dir / "accuracy.png")
         parts += ["", "![accuracy per round](accuracy.png)"]
     selections = read_selections(run_dir)
     if selections:
-        parts += ["", *filter_section(selections)]
+        parts += ["", *filter_section(selections, rows)]
     out = run_dir / "report.md"
     out.write_text("\n".join(parts) + "\n")
     return out
