@@ -41,6 +41,9 @@ def _value(hint, variant: str):
                 "ids/int": np.arange(7, dtype=np.int64), "scalar": np.array(3.5)}
     if origin is dict:
         return {} if empty else {"local_test/accuracy": 0.5, "local_test/n": 12, "nan": float("nan")}
+    if dataclasses.is_dataclass(hint):  # a record inside a list (LaDa's messages): every field full
+        hints = typing.get_type_hints(hint)
+        return hint(**{f.name: _value(hints[f.name], "full") for f in dataclasses.fields(hint)})
     raise AssertionError(f"no test value for {hint}; extend _value")
 
 
@@ -76,8 +79,8 @@ def test_round_trip_through_flower_records(msg):
 
 
 def test_values_that_records_cannot_hold_travel_as_json():
-    msg = REGISTRY["PairOffer"](prompts=["a"], chosen=["b"], rejected=["c"], values={})
-    msg.prompts = [["nested", None], 1.5, "mixed"]  # not what PairOffer sends, but must not break
+    msg = REGISTRY["TeacherPaths"](round=1, sample_ids=["a"], prompts=["b"], paths=["c"], correct=[True])
+    msg.prompts = [["nested", None], 1.5, "mixed"]  # not what TeacherPaths sends, but must not break
     back = from_record(to_record(msg))
-    assert back.prompts == [["nested", None], 1.5, "mixed"] and back.values == {}
+    assert back.prompts == [["nested", None], 1.5, "mixed"] and back.sample_ids == ["a"]
     assert from_record(to_record(Report({"x": np.float64(2.0), "n": np.int64(3)}))).values == {"x": 2.0, "n": 3}

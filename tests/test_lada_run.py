@@ -26,7 +26,9 @@ def lada_config(tiny_config_dict):
     return tiny_config_dict
 
 
-def test_distill_lada_logs_every_selection_with_a_reward(lada_config, tmp_path):
+@pytest.mark.parametrize("reward, low", [("nll_drop", 0.0), ("heldout", -1.0)])
+def test_distill_lada_logs_every_selection_with_a_reward(lada_config, tmp_path, reward, low):
+    lada_config["lada"]["reward"] = reward
     cfg = config_from_dict(lada_config)
     Runner(cfg, tmp_path / "run").run()
     sel = _lines(tmp_path / "run" / "selections.jsonl")
@@ -36,7 +38,8 @@ def test_distill_lada_logs_every_selection_with_a_reward(lada_config, tmp_path):
             assert len(rows) == 6 and {r["direction"] for r in rows} == {"down"}
             assert len({r["sample_id"] for r in rows}) == 6  # distinct samples
             for r in rows:
-                assert 0.0 <= r["reward"] <= 1.0 and len(r["features"]) == 6 + cfg.lada.embedding_dim
+                assert low <= r["reward"] <= 1.0 and len(r["features"]) == 6 + cfg.lada.embedding_dim
+                assert isinstance(r["own_domain"], bool)
                 assert r["f1"] is not None and r["f2"] is not None
                 if not r["teacher_correct"]:
                     assert r["reward"] == 0.0  # no correct target, nothing learnable (DESIGN 3.3)
@@ -73,9 +76,9 @@ def test_client_learns_from_correct_teacher_paths_and_rewards_them(lada_config, 
     """One LaDa exchange with a perfect 'teacher' (gold solutions) and some wrong paths: the client's
     rewards are positive where it had a correct target to learn and exactly 0 where it had none."""
     from fedlada.federation.messages import Prepare
-    from fedlada.hosts.lada import Candidates, DardUpdate
+    from fedlada.lada.messages import Candidate, Candidates, Reference, References
 
-    lada_config["lada"]["budget"] = 12
+    lada_config["lada"].update(budget=12, reward="nll_drop")
     lada_config["round"]["transfer"] = {"steps": 20, "batch_size": 8, "lr": 1e-2}
     runner = Runner(config_from_dict(lada_config), tmp_path / "run")
     client = runner.clients[0]
@@ -83,16 +86,15 @@ def test_client_learns_from_correct_teacher_paths_and_rewards_them(lada_config, 
     pool = runner.server.public[:16]
     wrong = {0, 1, 2, 3}  # these get a wrong teacher path
     paths = ["1+1+0=02|#### 2" if i in wrong else e.solution for i, e in enumerate(pool)]
-    offer = client.handle(Candidates(
-        1, [e.id for e in pool], [e.prompt for e in pool], [e.answer for e in pool], paths,
-        [i not in wrong for i in range(len(pool))], [0.05] * len(pool), False,
-    ))
-    assert not offer.up_ids  # no up offer when the host does not train the server
-    n = len(offer.prompts)  # pairs that need the teacher as reference
-    report = client.handle(DardUpdate(1, [-5.0] * n, [10] * n, [-60.0] * n, [12] * n))
-    rewards = dict(zip(report.sample_ids, report.arrays["reward"]))
-    assert len(rewards) == 12
+    offer = client.handle(Candidates(1, [
+        Candidate(e.id, e.prompt, e.answer, path, i not in wrong, 0.05, e.domain)
+        for i, (e, path) in enumerate(zip(pool, paths))], False))
+    assert not offer.up  # no up offer when the host does not train the server
     ids = [e.id for e in pool]
+    assert all(ids.index(r.sample_id) not in wrong for r in offer.needs_reference)  # a wrong teacher path: no pair
+    report = client.handle(References(1, [Reference(r.sample_id, -5.0, 10, -60.0, 12) for r in offer.needs_reference]))
+    rewards = {p.sample_id: p.reward for p in report.picks}
+    assert len(rewards) == 12
     with_target = [r for sid, r in rewards.items() if ids.index(sid) not in wrong]
     without = [r for sid, r in rewards.items() if ids.index(sid) in wrong]
     assert all(r == 0.0 for r in without)

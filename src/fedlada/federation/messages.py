@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import struct
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,19 +87,48 @@ for _cls in (Prepare, LocalTrain, Evaluate, TeacherPaths, Report, Arrays):
     register(_cls)
 
 
+def to_plain(value: Any) -> Any:
+    """A field value as JSON can hold it: records (dataclasses) become dicts, recursively in lists.
+    Why records: a message about samples is a list of one record per sample id, so nothing has to
+    keep parallel lists aligned."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, list):
+        return [to_plain(v) for v in value]
+    return value
+
+
+def _record_type(hint) -> type | None:
+    """R for a field annotated `list[R]` with R a dataclass (a list of records), else None."""
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) is list and args and dataclasses.is_dataclass(args[0]):
+        return args[0]
+    return None
+
+
+def build(cls: type[Message], fields: dict[str, Any]) -> Message:
+    """The message of type `cls` from decoded plain fields (records rebuilt from their dicts)."""
+    hints = typing.get_type_hints(cls)
+    for name, value in fields.items():
+        record = _record_type(hints.get(name))
+        if record is not None and value is not None:
+            fields[name] = [v if isinstance(v, record) else record(**v) for v in value]
+    return cls(**fields)
+
+
 def encode(msg: Message) -> bytes:
     """Message -> bytes: a JSON header (type and plain fields) and a safetensors block of arrays."""
-    plain: dict[str, Any] = {}
+    header_fields: dict[str, Any] = {}
     arrays: dict[str, np.ndarray] = {}
     for f in dataclasses.fields(msg):
         value = getattr(msg, f.name)
         if isinstance(value, dict) and value and all(isinstance(v, np.ndarray) for v in value.values()):
             for k, arr in value.items():
                 arrays[f"{f.name}/{k}"] = np.ascontiguousarray(arr)
-            plain[f.name] = {"__arrays__": list(value)}
+            header_fields[f.name] = {"__arrays__": list(value)}
         else:
-            plain[f.name] = value
-    header = json.dumps({"type": type(msg).__name__, "fields": plain}, ensure_ascii=False).encode()
+            header_fields[f.name] = to_plain(value)
+    header = json.dumps({"type": type(msg).__name__, "fields": header_fields}, ensure_ascii=False).encode()
     blob = st_save(arrays) if arrays else b""
     return struct.pack("<Q", len(header)) + header + blob
 
@@ -113,4 +143,4 @@ def decode(data: bytes) -> Message:
         if isinstance(value, dict) and "__arrays__" in value:
             value = {k: arrays[f"{name}/{k}"] for k in value["__arrays__"]}
         fields[name] = value
-    return cls(**fields)
+    return build(cls, fields)

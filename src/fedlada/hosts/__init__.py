@@ -4,7 +4,7 @@ from fedlada.hosts.base import Host, RoundContext
 from fedlada.hosts.distill import Distill
 from fedlada.hosts.fedcollm import FedCoLLM
 from fedlada.hosts.fedmkt import FedMKT
-from fedlada.hosts.lada import with_lada
+from fedlada.lada import with_lada
 from fedlada.hosts.standalone import Standalone
 
 _BASE = (Standalone, Distill, FedMKT, FedCoLLM)

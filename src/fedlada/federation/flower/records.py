@@ -16,7 +16,7 @@ import json
 import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
 
-from fedlada.federation.messages import REGISTRY, Message
+from fedlada.federation.messages import REGISTRY, Message, build, to_plain
 
 HEADER = "fedlada"  # ConfigRecord: message type and the storage kind of each field
 FIELDS = "fedlada.fields"  # ConfigRecord: scalars, flat lists, JSON text
@@ -71,7 +71,7 @@ def to_record(msg: Message) -> RecordDict:
             plain[f.name] = flat
             kinds[f.name] = "list"
         else:
-            plain[f.name] = json.dumps(value, ensure_ascii=False)
+            plain[f.name] = json.dumps(to_plain(value), ensure_ascii=False)
             kinds[f.name] = "json"
     rd[HEADER] = ConfigRecord({"type": type(msg).__name__, "kinds": json.dumps(kinds), "shapes": json.dumps(shapes)})
     rd[FIELDS] = plain
@@ -95,4 +95,4 @@ def from_record(rd: RecordDict) -> Message:
             fields[name] = list(plain[name])
         else:
             fields[name] = plain[name]
-    return cls(**fields)
+    return build(cls, fields)

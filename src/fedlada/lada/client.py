@@ -1,0 +1,96 @@
+"""LaDa's client half: the down direction (server -> this client) as two message handlers.
+
+`Candidates` -> choose (features, filter F_k^down, own paths, pairs) -> `PairOffer`;
+`References` -> learn (DARD with the server's references) -> rewards -> filter update -> `SelectionReport`.
+Between the two, the pending transfer and the filter live in `client.state` (saved with the client),
+so each message could be served by a fresh process, as in a Flower deployment.
+"""
+
+from __future__ import annotations
+
+import time
+
+from fedlada.data.answers import is_correct
+from fedlada.federation.participants import Client, client_handler
+from fedlada.lada.messages import Candidates, PairOffer, PickReport, References, RefRequest, SelectionReport, UpOffer
+from fedlada.lada.transfer import (
+    Offered,
+    Pending,
+    choose,
+    learn,
+    own_data_pairs,
+    reward_probe,
+    rewards,
+    selector_for,
+    update,
+)
+
+FILTER, PENDING = "filter_down", "pending"
+
+
+def _logps(lm, prompts: list[str], paths: list[str], batch_size: int) -> tuple[list[float], list[int]]:
+    logp, ntok = lm.sequence_logprobs(prompts, paths, batch_size=batch_size)
+    return [float(x) for x in logp.cpu()], [int(x) for x in ntok.cpu()]
+
+
+@client_handler(Candidates)
+def on_candidates(client: Client, msg: Candidates) -> PairOffer:
+    run, lada, lm = client.run, client.run.lada, client.lm
+    bs = run.runtime.eval_batch_size
+    cands = msg.candidates
+    # With an up offer the client writes greedy paths on every candidate anyway; they double as its
+    # rejected-side paths when those are greedy too.
+    greedy = lm.generate([c.prompt for c in cands], run.round.max_new_tokens, batch_size=bs) if msg.offer_up else None
+    reuse = greedy is not None and lada.student_temperature == 0
+    offered = [
+        Offered(c.sample_id, c.prompt, c.answer, c.path, c.correct, c.teacher_nll, flag=c.correct,
+                own_domain=c.domain in client.domains, learner_path=greedy[i] if reuse else None,
+                learner_correct=reuse and is_correct(greedy[i], c.answer))
+        for i, c in enumerate(cands)
+    ]
+    selector = selector_for(run, client.state.get(FILTER), client.name, FILTER)
+    pending, values = choose(client, selector, offered, lada.budget, msg.round)
+    client.state[FILTER] = selector.state_dict()  # select moves the filter's state (scaler, generator)
+    pairs = pending.pairs()
+    pending.local = own_data_pairs(client, len(pairs), msg.round) if lada.loss == "dard" else []
+    client.state[PENDING] = pending.to_tree()
+    needs_reference = []
+    if lada.ref == "teacher":
+        needs_reference = [RefRequest(sid, *pair) for sid, pair in zip(pending.pair_ids(), pairs) if pair[2] is not None]
+    reply = PairOffer(needs_reference, values=values)
+    if greedy is not None:
+        good = [i for i, c in enumerate(cands) if is_correct(greedy[i], c.answer)]
+        prompts = [cands[i].prompt for i in good]
+        own_lp, own_n = _logps(lm, prompts, [greedy[i] for i in good], bs)
+        other_lp, other_n = _logps(lm, prompts, [cands[i].path for i in good], bs)
+        reply.up = [UpOffer(cands[i].sample_id, greedy[i], *vals)
+                    for i, *vals in zip(good, own_lp, own_n, other_lp, other_n)]
+    return reply
+
+
+@client_handler(References)
+def on_references(client: Client, msg: References) -> SelectionReport:
+    run, lada = client.run, client.run.lada
+    pending = Pending.from_tree(client.state.pop(PENDING))
+    pairs = pending.pairs()
+    refs = None
+    if lada.ref == "teacher":  # the server's log-probs where the pair has a rejected path; own ones for the rest
+        by_id = {r.sample_id: r for r in msg.references}
+        refs = [(by_id[sid].chosen_logp, by_id[sid].chosen_tokens, by_id[sid].rejected_logp, by_id[sid].rejected_tokens)
+                if pair[2] is not None else None for sid, pair in zip(pending.pair_ids(), pairs)]
+    start = time.perf_counter()
+    probe = reward_probe(lada.reward, client, pending)
+    t_probe = time.perf_counter() - start
+    stats = learn(client, pairs, refs, pending.local, msg.round, client.name)
+    start = time.perf_counter()
+    reward, extra = rewards(probe, client, pending)
+    t_reward = time.perf_counter() - start + t_probe
+    start = time.perf_counter()
+    selector = selector_for(run, client.state.get(FILTER), client.name, FILTER)
+    update(selector, pending, reward)
+    client.state[FILTER] = selector.state_dict()
+    values = {**stats, **extra, "seconds/reward": t_reward, "seconds/filter_update": time.perf_counter() - start,
+              "lada/reward": float(reward.mean()) if len(reward) else 0.0, "lada/selected": float(len(reward))}
+    picks = [PickReport(p.sample_id, p.features, p.f1, p.f2, p.score, float(r), p.path_correct, p.learner_correct,
+                        p.own_domain) for p, r in zip(pending.picks, reward)]
+    return SelectionReport(picks, values)
