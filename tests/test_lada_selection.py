@@ -1,0 +1,86 @@
+"""The pieces of LaDa's down-direction change: the oracle bound, both rewards, epochs-sized phases,
+the held-out slice and the thin server corpus (each test fails if the rule were wrong)."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from fedlada.config import DataConfig, TrainConfig
+from fedlada.data import build_federation_data
+from fedlada.filter import make_selector
+from fedlada.filter.reward import heldout_alignment_reward, learnability_reward
+from fedlada.models import load_model
+from fedlada.config import ModelConfig
+
+
+def test_oracle_picks_own_domain_with_correct_teacher_learner_wrong_first():
+    #                 0      1      2      3      4      5      6      7
+    own = np.array([True, True, True, False, True, True, False, True])
+    ok = np.array([True, True, True, True, False, True, True, True])
+    wrong = np.array([False, True, False, True, True, True, False, False])
+    nll = np.array([0.9, 0.2, 0.5, 3.0, 2.0, 0.7, 4.0, 0.1])
+    sel = make_selector("oracle", 3, seed=0, alpha=0.1)
+    x = np.zeros((8, 3))
+    aux = dict(own_domain=own, teacher_correct=ok, learner_wrong=wrong, learner_nll=nll)
+    # eligible: own and teacher right = 0, 1, 2, 5, 7; learner-wrong first (5: 0.7, 1: 0.2), then by NLL (0, 2, 7)
+    assert sel.select(x, 10, aux=aux).indices.tolist() == [5, 1, 0, 2, 7]
+    assert sel.select(x, 3, aux=aux).indices.tolist() == [5, 1, 0]  # the budget caps it
+    aux["own_domain"] = np.zeros(8, dtype=bool)
+    assert sel.select(x, 3, aux=aux).indices.tolist() == []  # nothing of its own: it picks nothing
+    with pytest.raises(ValueError, match="oracle"):
+        sel.select(x, 3, aux={"learner_nll": nll})
+
+
+def test_nll_drop_reward_on_hand_made_numbers():
+    before = np.array([2.0, 1.0, 0.5, 0.0, 1.0])
+    after = np.array([1.0, 1.5, 0.25, 0.0, 0.2])
+    has = np.array([True, True, True, True, False])
+    assert learnability_reward(before, after, has).tolist() == [0.5, 0.0, 0.5, 0.0, 0.0]
+
+
+def test_heldout_reward_is_the_cosine_and_zero_without_a_target():
+    cos = np.array([0.4, -0.2, 1.3, 0.9])
+    assert heldout_alignment_reward(cos, np.array([True, True, True, False])).tolist() == [0.4, -0.2, 1.0, 0.0]
+
+
+def test_gradient_cosines_match_autograd_per_sample():
+    """The credit of each pick: cos(grad of its own loss, direction), checked against per-sample autograd."""
+    lm = load_model(ModelConfig(name="tiny-llama-xs"), device="cpu", seed=3)
+    prompts, paths = ["12+34=", "5*7=", "90-12="], ["2+4+0=06|1+3+0=04|#### 46", "#### 35", "#### 78"]
+    direction = lm.loss_gradient(["11+11="], ["1+1+0=02|1+1+0=02|#### 22"])
+    got = lm.gradient_cosines(prompts, paths, direction)
+    params = [p for p in lm.model.parameters() if p.requires_grad]
+    for i, (p, c) in enumerate(zip(prompts, paths)):
+        logp, n = lm.sequence_logprobs([p], [c], grad=True)
+        g = torch.cat([x.reshape(-1) for x in torch.autograd.grad(-logp.sum() / n.sum(), params)])
+        assert got[i] == pytest.approx(float(torch.nn.functional.cosine_similarity(g, direction, dim=0)), abs=1e-5)
+    assert got[0] > 0  # shares the held-out path's format and operation
+
+
+@pytest.mark.parametrize("epochs, n, steps", [(None, 10, 300), (10, 200, 32), (10, 1200, 188), (30, 1200, 300), (0.5, 1, 1)])
+def test_epochs_sized_phases(epochs, n, steps):
+    cfg = TrainConfig(steps=300, epochs=epochs, batch_size=64)
+    sized = cfg.sized(n)
+    assert sized.steps == steps and sized.epochs is None
+    if epochs is not None:
+        assert steps == min(300, math.ceil(epochs * n / 64))
+
+
+def test_heldout_slices_and_server_weights_change_no_other_set():
+    base = DataConfig(client_domains=[["add"], ["mul"]], client_train=30, client_test=10, public=40, server_corpus=60,
+                      global_test_per_domain=5, client_heldout=0)
+    plain = build_federation_data(base, 2, seed=4)
+    more = build_federation_data(base.model_copy(update={"client_heldout": 12}), 2, seed=4)
+    for a, b in zip(plain.clients, more.clients):
+        assert [e.prompt for e in a.train] == [e.prompt for e in b.train] and a.heldout == []
+        assert len(b.heldout) == 12 and {e.domain for e in b.heldout} == set(b.domains)
+    assert [e.prompt for e in plain.public] == [e.prompt for e in more.public]
+    seen = {e.prompt for c in more.clients for e in c.train + c.test} | {e.prompt for e in more.public + more.server_corpus}
+    assert not seen & {e.prompt for c in more.clients for e in c.heldout}  # held out: in no other set
+    thin = build_federation_data(base.model_copy(update={"server_weights": {"add": 1.0, "sub": 1.0, "mul": 0.2}}), 2, 4)
+    counts = {d: sum(e.domain == d for e in thin.server_corpus) for d in ("add", "sub", "mul")}
+    assert counts == {"add": 27, "sub": 27, "mul": 6}
+    with pytest.raises(ValueError, match="server_weights"):
+        build_federation_data(base.model_copy(update={"server_weights": {"div": 1.0}}), 2, 4)
