@@ -108,10 +108,15 @@ def test_too_small_a_space_is_a_clear_error():
 
 
 def test_unknown_domains_are_rejected():
-    with pytest.raises(ValueError, match="unknown math-mix task 'div'"):
-        build_federation_data(math_mix(domains=["add", "div"]), 1, 0)
+    with pytest.raises(ValueError, match="unknown math-mix task 'pow'"):
+        build_federation_data(math_mix(domains=["add", "pow"]), 1, 0)
     with pytest.raises(ValueError, match=r"client_domains\[1\]: unknown domain 'div'"):
-        build_federation_data(math_mix(client_domains=[["add"], ["div"]]), 2, 0)
+        build_federation_data(math_mix(client_domains=[["add"], ["div"]]), 2, 0)  # div exists, but not here
+
+
+def test_unnamed_domains_are_the_first_three_tasks():
+    data = build_federation_data(math_mix(client_domains=None), 3, 0)
+    assert data.domains == ["add", "sub", "mul"]  # div is only where a config names it
 
 
 def test_gsm_symbolic_templates_are_domains():

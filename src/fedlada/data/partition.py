@@ -220,7 +220,7 @@ def _slice_pool(requests: list[_Request], examples: list[Example], path: str, se
 def _source(cfg: DataConfig) -> tuple[list[str], Callable[[str], str], Draw | None, list[Example] | None]:
     """(domains, domain-name normaliser, draw function or None, file examples or None) for cfg.source."""
     if cfg.source == "math-mix":
-        domains = list(cfg.domains or mathmix.TASKS)
+        domains = list(cfg.domains or mathmix.DEFAULT_TASKS)
         unknown = [d for d in domains if d not in mathmix.TASKS]
         if unknown:
             raise ValueError(f"data.domains: unknown math-mix task {unknown[0]!r}; choose from {mathmix.TASKS}")
