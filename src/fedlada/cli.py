@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fedlada.config import ConfigError, RunConfig, config_from_dict, load_config
+from fedlada.errors import FedladaError, config_difference
 from fedlada.federation.flower.cli import flower_app  # Flower itself is imported lazily
 
 app = typer.Typer(help="Federated reasoning distillation between one server LLM and many client SLMs (LaDa).", no_args_is_help=True, add_completion=False)
@@ -22,7 +23,7 @@ console = Console(width=None if sys.stdout.isatty() else 140)  # tables stay rea
 
 
 def fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {message}", highlight=False)
+    console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)  # one line, never wrapped
     raise typer.Exit(2)
 
 
@@ -45,10 +46,18 @@ def _resolve_run(config: Optional[str], overrides: list[str], out: Optional[Path
     out = out or Path("runs") / f"{cfg.name}-{cfg.method}-seed{cfg.seed}"
     saved_path = out / "config.yaml"
     if resume and saved_path.exists():
-        saved = config_from_dict(yaml.safe_load(saved_path.read_text()))
-        if (config or overrides) and saved != cfg:
-            raise ConfigError(f"--resume: the given config differs from {saved_path}; drop CONFIG/--set to resume it as saved")
-        cfg = saved
+        try:
+            saved = config_from_dict(yaml.safe_load(saved_path.read_text()) or {})
+        except (ConfigError, yaml.YAMLError) as err:
+            raise ConfigError(f"--resume: {saved_path} is not a valid config ({str(err).splitlines()[0]})") from None
+        if config or overrides:
+            # `runtime` (device, threads, audit, failure policy) may change on resume; the rest may not
+            diff = config_difference(saved.model_dump(mode="json", by_alias=True), cfg.model_dump(mode="json", by_alias=True))
+            if diff:
+                raise ConfigError(f"--resume: the given config differs from {saved_path} ({diff}); drop CONFIG/--set "
+                                  "to resume it as saved")
+        else:
+            cfg = saved
     elif not resume and (out / "metrics.jsonl").exists():
         raise ConfigError(f"{out} already holds a run; pass --resume to continue it or --out for a new directory")
     return cfg, out
@@ -86,6 +95,10 @@ def run(
         for line in err.report.lines():
             console.print(line, highlight=False)
         fail(f"{cfg.data.path}: {len(err.report.errors)} bad line(s); nothing was trained")
+    except FedladaError as err:  # one line that says what to change; the last checkpoint stays usable
+        from rich.markup import escape
+
+        fail(escape(str(err)))
     report = write_report(out)
     console.print(accuracy_table(rows, f"accuracy (%) — {cfg.method}, seed {cfg.seed}"))
     console.print(f"finished in {time.perf_counter() - start:.0f} s; run directory {out} (report: {report})")

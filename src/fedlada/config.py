@@ -180,6 +180,16 @@ class RuntimeConfig(_Strict):
     threads: int = Field(0, ge=0, description="torch CPU threads; 0 = all cores")
     eval_batch_size: int = Field(256, gt=0)
     cache_dir: str | None = Field(None, description="base-model cache; default ~/.cache/fedlada")
+    audit: bool = Field(True, description="check every message for clients' private text before it is sent "
+                        "(federation/audit.py, docs/reliability.md)")
+    on_client_failure: Literal["fail", "skip"] = Field(
+        "fail", description="a client whose handler raises (or, under Flower, times out): fail = stop the run; "
+        "skip = leave it out of that round, back from its last checkpoint in the next"
+    )
+    client_timeout: float | None = Field(
+        None, gt=0, description="under Flower: seconds to wait for one reply before the client counts as failed; "
+        "None = wait for ever"
+    )
 
 
 class RunConfig(_Strict):

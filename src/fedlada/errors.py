@@ -16,6 +16,10 @@ class DataError(FedladaError):
     """The data does not fit the config or the models (missing domains, sets too small, too long)."""
 
 
+class ContextLengthError(DataError, ValueError):
+    """A prompt plus its completion (or the tokens asked for) is longer than a model's position table."""
+
+
 class CheckpointError(FedladaError):
     """A checkpoint or state directory that cannot be used: damaged, missing or from another run."""
 

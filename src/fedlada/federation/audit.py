@@ -27,6 +27,7 @@ over the message's text, whatever the number of clients and examples.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import struct
@@ -40,7 +41,7 @@ import ahocorasick
 from fedlada.data.types import Example
 from fedlada.errors import PrivacyViolation
 
-MIN_SUBSTRING = 6
+MIN_SUBSTRING = 4
 _WS = re.compile(r"\s+")
 _SEP = "\x00"  # joins the strings of a message; removed from private patterns so no match spans two
 
@@ -66,10 +67,6 @@ def _original_span(text: str, start: int, end: int) -> tuple[int, int]:
     return first, last
 
 
-def _word(ch: str) -> bool:
-    return ch.isalnum()
-
-
 @dataclass(frozen=True)
 class _Private:
     client: str
@@ -78,11 +75,36 @@ class _Private:
     answer: str  # normalised
 
 
-@dataclass
-class _Leaf:
-    path: str
-    text: str
-    record: int | None  # index into the message's records, or None
+class _Leaves:
+    """The strings of one header, in order, with where each is (formatted only for the error) and
+    the record (JSON object, or row of parallel lists) it belongs to."""
+
+    def __init__(self):
+        self.texts: list[str] = []
+        self.where: list[tuple] = []  # (base path, index or key, is_dict_key)
+        self.record: list[int] = []  # record id, or -1
+        self.records: list[list[int]] = []
+
+    def add(self, text: str, base: str, at, record: int, is_key: bool = False) -> None:
+        if record >= 0:
+            self.records[record].append(len(self.texts))
+        self.texts.append(text)
+        self.where.append((base, at, is_key))
+        self.record.append(record)
+
+    def new_record(self) -> int:
+        self.records.append([])
+        return len(self.records) - 1
+
+    def path(self, i: int) -> str:
+        base, at, is_key = self.where[i]
+        if is_key:
+            return f"{base or 'fields'} key #{at}"
+        if at is None:
+            return base
+        if isinstance(at, int):
+            return f"{base}[{at}]"
+        return f"{base}.{at}" if base else str(at)
 
 
 class Auditor:
@@ -97,7 +119,8 @@ class Auditor:
         for client, examples in private.items():
             for e in examples:
                 answer = normalise(e.answer)
-                self.exact.setdefault(e.id, _Private(client, e.id, "id", answer))
+                if normalise(e.id):
+                    self.exact.setdefault(normalise(e.id), _Private(client, e.id, "id", answer))
                 for kind, text in (("prompt", e.prompt), ("solution", e.solution)):
                     norm = normalise(text)
                     if not norm:
@@ -116,9 +139,9 @@ class Auditor:
         self.seconds = 0.0
 
     @classmethod
-    def from_clients(cls, clients: dict[str, tuple[list[Example], list[Example]]]) -> Auditor:
-        """From each client's (train, test) sets."""
-        return cls({name: [*train, *test] for name, (train, test) in clients.items()})
+    def from_client_data(cls, clients: dict) -> Auditor:
+        """From each client's `ClientData`: every list of examples in it (train, test, held-out) is private."""
+        return cls({name: private_examples(cd) for name, cd in clients.items()})
 
     def take_counts(self) -> dict[str, float]:
         """What was audited since the last call: messages, bytes, seconds."""
@@ -141,35 +164,37 @@ class Auditor:
             self.seconds += time.perf_counter() - start
 
     def _check_header(self, header: dict, sender: str, receiver: str) -> None:
-        leaves: list[_Leaf] = []
-        records: list[list[int]] = []
-        _walk(header.get("fields", {}), "", leaves, records, None)
-        if not leaves:
+        leaves = _Leaves()
+        _walk(header.get("fields", {}), "", leaves, -1)
+        if not leaves.texts:
             return
-        texts = [normalise(leaf.text) for leaf in leaves]
-        hit = self._first_hit(leaves, texts)
+        raw = _SEP.join(leaves.texts)
+        if raw.count(_SEP) == len(leaves.texts) - 1:  # one regex pass for the whole message
+            texts = _WS.sub("", raw).casefold().split(_SEP)
+        else:  # a string holds the separator itself
+            texts = [normalise(t) for t in leaves.texts]
+        hit = self._first_hit(leaves.texts, texts)
         if hit is None:
             return
         index, entry = hit
-        leaf = leaves[index]
-        where = f"field {leaf.path}" if leaf.path else "a field"
         what = {"prompt": "the private prompt", "solution": "the private solution", "id": "the private sample id"}[entry.kind]
         answer = ""
-        if leaf.record is not None and entry.answer:
-            for j in records[leaf.record]:
+        record = leaves.record[index]
+        if record >= 0 and entry.answer:
+            for j in leaves.records[record]:
                 if j != index and texts[j] == entry.answer:
-                    answer = f", next to its answer in field {leaves[j].path}"
+                    answer = f", next to its answer in field {leaves.path(j)}"
                     break
         raise PrivacyViolation(
-            f"privacy audit: {header.get('type', '?')} from {sender} to {receiver}: {where} holds {what} of "
-            f"sample {entry.sample_id} ({entry.client}){answer}; nothing was sent. Private text must not "
+            f"privacy audit: {header.get('type', '?')} from {sender} to {receiver}: field {leaves.path(index)} holds "
+            f"{what} of sample {entry.sample_id} ({entry.client}){answer}; nothing was sent. Private text must not "
             "leave a client: send public samples' text or scalars only (runtime.audit=false turns the audit off)"
         )
 
-    def _first_hit(self, leaves: list[_Leaf], texts: list[str]) -> tuple[int, _Private] | None:
-        for i, t in enumerate(texts):
-            if t in self.exact or leaves[i].text in self.exact:
-                return i, self.exact.get(t) or self.exact[leaves[i].text]
+    def _first_hit(self, originals: list[str], texts: list[str]) -> tuple[int, _Private] | None:
+        if not self.exact.keys().isdisjoint(texts):
+            i = next(i for i, t in enumerate(texts) if t in self.exact)
+            return i, self.exact[texts[i]]
         if self.empty:
             return None
         joined = _SEP.join(texts)
@@ -180,51 +205,56 @@ class Auditor:
         for end, (length, entry) in self.automaton.iter(joined):
             i = bisect_right(starts, end) - 1
             local_end = end - starts[i] + 1
-            local_start = local_end - length
-            if self._whole_token(leaves[i].text, texts[i], local_start, local_end):
+            if _whole_token(originals[i], texts[i], local_end - length, local_end):
                 return i, entry
         return None
 
-    @staticmethod
-    def _whole_token(original: str, norm: str, start: int, end: int) -> bool:
-        """Whether normalised `[start, end)` neither begins right after nor ends right before a letter or
-        digit of the original text (when the match itself begins / ends with one)."""
+
+def _whole_token(original: str, norm: str, start: int, end: int) -> bool:
+    """Whether normalised `[start, end)` neither begins right after nor ends right before a letter or
+    digit of the original text (when the match itself begins / ends with one)."""
+    if len(original) == len(norm):  # nothing was deleted or widened: positions are the same
+        first, last = start, end - 1
+    else:
         first, last = _original_span(original, start, end)
-        if _word(norm[start]) and first > 0 and _word(original[first - 1]):
-            return False
-        return not (_word(norm[end - 1]) and last + 1 < len(original) and _word(original[last + 1]))
+    if norm[start].isalnum() and first > 0 and original[first - 1].isalnum():
+        return False
+    return not (norm[end - 1].isalnum() and last + 1 < len(original) and original[last + 1].isalnum())
 
 
-def _walk(node, path: str, leaves: list[_Leaf], records: list[list[int]], record: int | None) -> None:
-    """Every string (values and dict keys) under `node`, with its path and the record it belongs to."""
+def private_examples(client_data) -> list[Example]:
+    """Every example of a `ClientData` (each of its fields that is a list of `Example`s)."""
+    return [e for f in dataclasses.fields(client_data) if isinstance(v := getattr(client_data, f.name), list)
+            for e in v if isinstance(e, Example)]
+
+
+def _walk(node, path: str, leaves: _Leaves, record: int) -> None:
+    """Every string (values and dict keys) under `node`, with where it is and the record it belongs to."""
     if isinstance(node, str):
-        leaves.append(_Leaf(path, node, record))
+        leaves.add(node, path, None, record)
     elif isinstance(node, dict):
-        own = len(records)
-        records.append([])
-        for n, (k, v) in enumerate(node.items()):
-            sub = f"{path}.{k}" if path else str(k)
-            leaves.append(_Leaf(f"{path or 'fields'} key #{n}", str(k), None))
-            if isinstance(v, str):
-                records[own].append(len(leaves))
-                leaves.append(_Leaf(sub, v, own))
-            elif not isinstance(v, list):
-                _walk(v, sub, leaves, records, None)
-        # Lists of one length in one object are parallel columns: element i of each forms record i.
-        lists = {k: v for k, v in node.items() if isinstance(v, list)}
+        own = leaves.new_record()
         rows: dict[tuple[int, int], int] = {}
-        for k, v in lists.items():
-            sub = f"{path}.{k}" if path else str(k)
-            for i, item in enumerate(v):
-                if isinstance(item, str):
-                    key = (len(v), i)
-                    if key not in rows:
-                        rows[key] = len(records)
-                        records.append([])
-                    records[rows[key]].append(len(leaves))
-                    leaves.append(_Leaf(f"{sub}[{i}]", item, rows[key]))
-                else:
-                    _walk(item, f"{sub}[{i}]", leaves, records, None)
+        for n, (k, v) in enumerate(node.items()):
+            leaves.add(str(k), path, n, -1, is_key=True)
+            if isinstance(v, str):
+                leaves.add(v, path, k, own)
+            elif isinstance(v, list):
+                # Lists of one length in one object are parallel columns: element i of each is record i.
+                sub = f"{path}.{k}" if path else str(k)
+                for i, item in enumerate(v):
+                    if isinstance(item, str):
+                        key = (len(v), i)
+                        if key not in rows:
+                            rows[key] = leaves.new_record()
+                        leaves.add(item, sub, i, rows[key])
+                    elif isinstance(item, (dict, list)):
+                        _walk(item, f"{sub}[{i}]", leaves, -1)
+            elif isinstance(v, dict):
+                _walk(v, f"{path}.{k}" if path else str(k), leaves, -1)
     elif isinstance(node, list):
         for i, item in enumerate(node):
-            _walk(item, f"{path}[{i}]", leaves, records, record)
+            if isinstance(item, str):
+                leaves.add(item, path, i, record)
+            elif isinstance(item, (dict, list)):
+                _walk(item, f"{path}[{i}]", leaves, record)

@@ -14,11 +14,16 @@ import shutil
 import time
 from pathlib import Path
 
+import yaml
+
 import torch
 from transformers.utils import logging as hf_logging
 
 from fedlada.config import RunConfig, dump_config
 from fedlada.data import build_federation_data
+from fedlada.data.files import DataFileError
+from fedlada.errors import CheckpointError, DataError, config_difference
+from fedlada.federation.audit import Auditor
 from fedlada.federation.channel import Channel
 from fedlada.federation.messages import Evaluate, Prepare, Report
 from fedlada.federation.participants import Client, Server, torch_device
@@ -63,6 +68,24 @@ def _append_jsonl(path: Path, rows: list[dict]) -> None:
             f.writelines(json.dumps(r) + "\n" for r in rows)
 
 
+def federation_data(cfg: RunConfig):
+    """The run's data sets; a data problem (domains missing, sets too small) as one-line DataError."""
+    try:
+        return build_federation_data(cfg.data, len(cfg.clients), cfg.seed)
+    except DataFileError:
+        raise  # the CLI lists its bad lines
+    except OSError as err:
+        raise DataError(f"data.path: {err.filename or cfg.data.path}: {err.strerror or err}") from None
+    except ValueError as err:
+        msg = str(err).strip().splitlines()[0]
+        raise DataError(msg if msg.startswith("data") else f"data: {msg}") from None
+
+
+def auditor_for(data) -> Auditor:
+    """An Auditor over every client's private sets."""
+    return Auditor.from_client_data({f"client-{i}": cd for i, cd in enumerate(data.clients)})
+
+
 class Runner:
     """The round loop on the server side.
 
@@ -77,7 +100,7 @@ class Runner:
             torch.set_num_threads(cfg.runtime.threads)
         device = torch_device(cfg.runtime.device)
         cache = default_cache_dir(cfg)
-        data = build_federation_data(cfg.data, len(cfg.clients), cfg.seed)
+        data = federation_data(cfg)
         kw = dict(device=device, cache_dir=cache, ui=self.ui)
         self.server = Server(cfg, data.server_corpus, data.public, data.global_test, **kw)
         if channel is None:
@@ -88,35 +111,91 @@ class Runner:
         else:
             self.clients = []  # remote: reachable only through the channel
         self.channel = channel
+        if cfg.runtime.audit:
+            channel.auditor = auditor_for(data)
         self.host = HOSTS[cfg.method](cfg)
 
     # -- checkpoints -------------------------------------------------------------------------
     def _checkpoint(self, round_: int) -> None:
+        """Write `checkpoints/round-N` so that an interruption at any point leaves a usable checkpoint.
+
+        Everything goes to `round-N.tmp`; `state.json` (the round and a manifest of every file with its
+        size) is written last and synced, then one rename makes the checkpoint; only then are older
+        ones removed. `_restore` takes only complete `round-N` directories and checks the manifest."""
         root = self.out / CHECKPOINTS
+        root.mkdir(parents=True, exist_ok=True)
         tmp = root / f"round-{round_}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         self.server.save(tmp / "server")
         self.channel.save_clients(tmp, round_)
         self.host.save_state(tmp / "host")
-        (tmp / "state.json").write_text(json.dumps({"round": round_}))
+        (tmp / "config.yaml").write_text(dump_config(self.cfg))
+        manifest = {str(f.relative_to(tmp)): f.stat().st_size for f in sorted(tmp.rglob("*")) if f.is_file()}
+        with open(tmp / "state.json", "w") as f:
+            json.dump({"round": round_, "files": manifest}, f)
+            f.flush()
+            os.fsync(f.fileno())
         final = root / f"round-{round_}"
-        shutil.rmtree(final, ignore_errors=True)
+        if final.exists():  # a round written again (never in a normal run): keep it until the swap
+            old = root / f"round-{round_}.old"
+            shutil.rmtree(old, ignore_errors=True)
+            final.rename(old)
         tmp.rename(final)
-        for old in root.glob("round-*"):
-            if old != final:
-                shutil.rmtree(old)
+        for other in root.iterdir():
+            if other != final:
+                shutil.rmtree(other, ignore_errors=True) if other.is_dir() else other.unlink()
+
+    def _latest_checkpoint(self) -> Path | None:
+        done = []
+        for p in (self.out / CHECKPOINTS).glob("round-*"):
+            n = p.name.removeprefix("round-")
+            if n.isdigit() and (p / "state.json").exists():  # round-N.tmp / .old: unfinished or replaced
+                done.append((int(n), p))
+        return max(done)[1] if done else None
+
+    def _verify_checkpoint(self, path: Path) -> int:
+        """The round of a checkpoint, after checking it is whole and was written by this config."""
+        hint = f"delete {self.out} (or pass another --out) to start afresh"
+        try:
+            state = json.loads((path / "state.json").read_text())
+        except (OSError, ValueError) as err:
+            raise CheckpointError(f"{path}/state.json is unreadable ({type(err).__name__}); {hint}") from None
+        for rel, size in state.get("files", {}).items():
+            f = path / rel
+            if not f.is_file():
+                raise CheckpointError(f"checkpoint {path}: {rel} is missing; {hint}")
+            if f.stat().st_size != size:
+                raise CheckpointError(f"checkpoint {path}: {rel} is damaged ({f.stat().st_size} of {size} bytes); {hint}")
+        saved = path / "config.yaml" if (path / "config.yaml").exists() else self.out / "config.yaml"
+        if saved.exists():
+            try:
+                old = yaml.safe_load(saved.read_text())
+            except yaml.YAMLError:
+                raise CheckpointError(f"{saved}: invalid YAML; {hint}") from None
+            diff = config_difference(old or {}, self.cfg.model_dump(mode="json", by_alias=True))
+            if diff:
+                raise CheckpointError(
+                    f"checkpoint {path} was written by a different config ({diff}); resume with the saved "
+                    f"config ({saved}) or {hint}"
+                )
+        return int(state["round"])
 
     def _restore(self) -> int:
         """Load the latest checkpoint; returns the round it finished, or -1 if there is none."""
-        found = sorted((self.out / CHECKPOINTS).glob("round-[0-9]*"), key=lambda p: int(p.name.split("-")[1]))
-        found = [p for p in found if (p / "state.json").exists()]
-        if not found:
+        path = self._latest_checkpoint()
+        if path is None:
             return -1
-        path = found[-1]
-        done = json.loads((path / "state.json").read_text())["round"]
-        self.server.load(path / "server")
-        self.channel.load_clients(path, done)
-        self.host.load_state(path / "host")
+        done = self._verify_checkpoint(path)
+        try:
+            self.server.load(path / "server")
+            self.channel.load_clients(path, done)
+            self.host.load_state(path / "host")
+        except CheckpointError:
+            raise
+        except Exception as err:  # a damaged file the manifest could not tell (a checkpoint from before it)
+            raise CheckpointError(f"checkpoint {path} cannot be loaded ({type(err).__name__}: "
+                                  f"{str(err).strip().splitlines()[0] if str(err).strip() else ''}); delete {self.out} "
+                                  "(or pass another --out) to start afresh") from err
         for name in (METRICS, SELECTIONS):
             rows = [r for r in _read_jsonl(self.out / name) if r["round"] <= done]
             (self.out / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -129,8 +208,13 @@ class Runner:
     # -- rounds ------------------------------------------------------------------------------
     def _evaluate_and_log(self, ctx: RoundContext) -> list[dict]:
         ctx.record("server", self.server.evaluate())
-        for i in range(ctx.num_clients):
+        for i in ctx.active_clients():
             ctx.call(i, Evaluate(ctx.round))
+        # A client that failed this round has no accuracy rows (it was not evaluated); the server's
+        # rows say which one failed, on which message and why.
+        ctx.record("server", {f"failed/{e.client}": f"{e.message}: {e.reason}" for e in ctx.failed.values()})
+        auditor = self.channel.auditor
+        ctx.record("server", auditor.take_counts() if auditor is not None else {"audit/off": 1.0})
         sent, received = self.channel.take_counts()
         rows = []
         for p in [self.server, *self.channel.clients]:
@@ -138,6 +222,15 @@ class Runner:
         _append_jsonl(self.out / METRICS, rows)
         _append_jsonl(self.out / SELECTIONS, ctx.selections)
         return rows
+
+    def _put_back_failed(self, ctx: RoundContext) -> None:
+        """Failed clients go back to the last checkpoint (the previous round's), never half-trained."""
+        if not ctx.failed:
+            return
+        path = self._latest_checkpoint()
+        for i, err in sorted(ctx.failed.items()):
+            self.channel.restore_client(i, path, ctx.round - 1)
+            self.ui.log(f"round {ctx.round}: {err.client} put back to its round {ctx.round - 1} checkpoint")
 
     def _round_zero(self) -> list[dict]:
         ctx = RoundContext(0, self.cfg, self.server, self.channel, self.ui)
@@ -149,11 +242,12 @@ class Runner:
     def run(self, resume: bool = False, on_round=None) -> list[dict]:
         """Run (or continue) all rounds; `on_round(round, rows)` is called after each."""
         self.out.mkdir(parents=True, exist_ok=True)
+        done = self._restore() if resume else -1  # checks the saved config before it is overwritten
         (self.out / "config.yaml").write_text(dump_config(self.cfg))
-        done = self._restore() if resume else -1
         if done < 0:
             for name in (METRICS, SELECTIONS):
                 (self.out / name).unlink(missing_ok=True)
+            shutil.rmtree(self.out / CHECKPOINTS, ignore_errors=True)  # never mix in another run's rounds
             rows = self._round_zero()
             self._checkpoint(0)
             if on_round:
@@ -165,6 +259,7 @@ class Runner:
             self.host.run_round(ctx)
             ctx.record("server", {"seconds/round": time.perf_counter() - start})
             rows = self._evaluate_and_log(ctx)
+            self._put_back_failed(ctx)
             self._checkpoint(t)
             if on_round:
                 on_round(t, rows)

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from fedlada.config import RunConfig
-from fedlada.federation.channel import Channel
+from fedlada.errors import ClientFailure, DataError
+from fedlada.federation.channel import Channel, ClientError
 from fedlada.federation.messages import LocalTrain, Message
 from fedlada.federation.participants import Server
 from fedlada.progress import UI
@@ -19,6 +20,16 @@ from fedlada.progress import UI
 
 @dataclass
 class RoundContext:
+    """One round as a host sees it: the server, the channel to the clients, and what gets recorded.
+
+    Failing clients (`runtime.on_client_failure`): with `fail` a client's failure ends the run with a
+    `ClientFailure` naming client, round and message. With `skip` the client is out of the rest of the
+    round: `call` returns None for the failing message and for every later one to that client in the
+    round (nothing is sent), and `failed` records why. Hosts must treat a `None` reply as "this client
+    did not answer" (or iterate `active_clients()`); the runner puts failed clients back to their last
+    checkpoint before the next round.
+    """
+
     round: int
     cfg: RunConfig
     server: Server
@@ -26,16 +37,44 @@ class RoundContext:
     ui: UI
     stats: dict[str, dict[str, float]] = field(default_factory=dict)
     selections: list[dict] = field(default_factory=list)
+    failed: dict[int, ClientError] = field(default_factory=dict)  # client index -> why, this round
 
     def record(self, participant: str, values: dict[str, float]) -> None:
         self.stats.setdefault(participant, {}).update(values)
 
-    def call(self, index: int, msg: Message) -> Message:
-        """Send to one client; the scalars of its reply (`values`) are recorded under its name."""
-        reply = self.channel.call(index, msg)
+    def call(self, index: int, msg: Message) -> Message | None:
+        """Send to one client; the scalars of its reply (`values`) are recorded under its name.
+
+        None when the client failed in this round (only with `runtime.on_client_failure=skip`)."""
+        if index in self.failed:
+            return None
+        try:
+            reply = self.channel.call(index, msg)
+        except ClientError as err:
+            self._client_failed(index, err)
+            return None
         if isinstance(getattr(reply, "values", None), dict):
             self.record(self.channel.clients[index].name, reply.values)
         return reply
+
+    def _client_failed(self, index: int, err: ClientError) -> None:
+        where = f"{err.client} failed in round {self.round} on {err.message}: {err.reason}"
+        if isinstance(err.__cause__, DataError):  # the data or config, not the client: the same every round
+            raise ClientFailure(where) from err
+        if self.cfg.runtime.on_client_failure != "skip":
+            raise ClientFailure(f"{where} (runtime.on_client_failure=skip would leave it out of the round; "
+                                "--resume continues from the last finished round)") from err
+        if self.round == 0:
+            raise ClientFailure(f"{where}; a client cannot be skipped in round 0: it has no saved state to "
+                                "come back from") from err
+        self.failed[index] = err
+        self.ui.log(f"round {self.round}: {where}; left out of this round")
+        if len(self.failed) == self.num_clients:
+            raise ClientFailure(f"every client failed in round {self.round} (last: {where})") from err
+
+    def active_clients(self) -> list[int]:
+        """Indices of the clients that have not failed in this round (so far)."""
+        return [i for i in range(self.num_clients) if i not in self.failed]
 
     @property
     def num_clients(self) -> int:
@@ -46,7 +85,7 @@ class Host:
     """Base host: each round, the host local step, then the host's exchange of public samples.
 
     `exchange` is the plug-in point: it decides which public samples each (server, client) pair
-    uses and which loss transfers reasoning. `with_lada` replaces it with LaDa's (hosts/lada.py).
+    uses and which loss transfers reasoning. `with_lada` replaces it with LaDa's (fedlada/lada/).
     `server_learns` says whether the host trains the server model from the clients; LaDa then
     runs its up direction (SLM -> LLM) as well.
     """
@@ -64,8 +103,8 @@ class Host:
     def local_step(self, ctx: RoundContext) -> None:
         rc = self.cfg.round
         if rc.local.steps:
-            for i in range(ctx.num_clients):
-                ctx.call(i, LocalTrain(ctx.round, rc.local.steps))
+            for i in ctx.active_clients():
+                ctx.call(i, LocalTrain(ctx.round, rc.local.steps))  # None if it failed: nothing to do
         if rc.server_local.steps:
             ctx.record("server", ctx.server.local_train(ctx.round, rc.server_local))
 

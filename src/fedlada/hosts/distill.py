@@ -19,5 +19,5 @@ class Distill(Host):
             ctx.round, [offer.sample_ids[i] for i in keep], [offer.prompts[i] for i in keep],
             [offer.paths[i] for i in keep], [True] * len(keep),
         )
-        for i in range(ctx.num_clients):
-            ctx.call(i, correct_only)
+        for i in ctx.active_clients():
+            ctx.call(i, correct_only)  # None if the client failed: it just learns nothing this round

@@ -83,8 +83,10 @@ class FedCoLLM(Host):
 
     def local_step(self, ctx: RoundContext) -> None:
         super().local_step(ctx)
-        replies = [ctx.call(i, SendWeights(ctx.round)) for i in range(ctx.num_clients)]
+        # FedAvg over the clients that answered (a failed one replies None under on_client_failure=skip)
+        replies = [r for r in (ctx.call(i, SendWeights(ctx.round)) for i in ctx.active_clients()) if r is not None]
         avg = fedavg([r.arrays for r in replies], [r.values["n"] for r in replies])
+        ctx.record("server", {"fedcollm/averaged": float(len(replies))})
         if self.slm is None:
             server = ctx.server
             model = self.cfg.clients[0].model
@@ -94,7 +96,7 @@ class FedCoLLM(Host):
 
     def deliver(self, ctx: RoundContext) -> None:
         state = {k: v.numpy() for k, v in self.slm.state_dict_cpu().items()}
-        for i in range(ctx.num_clients):
+        for i in ctx.active_clients():
             ctx.call(i, SetWeights(ctx.round, state))
 
     def exchange(self, ctx: RoundContext) -> None:

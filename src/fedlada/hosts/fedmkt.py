@@ -137,8 +137,9 @@ class FedMKT(Host):
         prompts, solutions = [e.prompt for e in pool], [e.solution for e in pool]
         msg, own, own_ce = knowledge(server.lm, ctx.round, prompts, solutions, mkt.top_k, bs)
         msg.sample_ids, msg.prompts, msg.solutions = [e.id for e in pool], prompts, solutions
-        replies = [ctx.call(i, msg) for i in range(ctx.num_clients)]
-        others = [(receive(r, server.lm, solutions), r.arrays["ce"]) for r in replies]
+        replies = [ctx.call(i, msg) for i in ctx.active_clients()]
+        # a client that failed (None, under runtime.on_client_failure=skip) contributes no knowledge
+        others = [(receive(r, server.lm, solutions), r.arrays["ce"]) for r in replies if r is not None]
         targets, foreign = fuse(own, own_ce, others, mkt.strategy)
         stats = learn(server.lm, server.name, self.cfg, server.pcfg, ctx.ui, ctx.round, prompts, solutions, targets, mkt.lm_weight, 1 - mkt.lm_weight, "fedmkt")
         ctx.record("server", {**stats, "fedmkt/teacher_chosen": foreign})

@@ -76,7 +76,12 @@ class LM:
         """Fail clearly instead of inside the model (GPT-2's position table would raise an IndexError)."""
         limit = getattr(self.model.config, "max_position_embeddings", None)
         if limit is not None and tokens > limit:
-            raise ValueError(f"{self.name}: a sequence of {tokens} tokens exceeds the model's {limit} positions")
+            from fedlada.errors import ContextLengthError
+
+            raise ContextLengthError(
+                f"{self.name}: a sequence of {tokens} tokens exceeds the model's {limit} positions; lower "
+                "round.max_new_tokens, leave the longest examples out of the data, or use a model with more positions"
+            )
 
     def vocab_strings(self) -> list[str]:
         """Each token id's text (special tokens as their names), for matching tokens across tokenizers."""
@@ -289,10 +294,21 @@ class LM:
     def load(cls, directory: str | Path, device: str | torch.device = "cpu") -> LM:
         """What `save` wrote, with its dtype (same as `load_model(ModelConfig(name=str(directory)))`)."""
         from fedlada.config import ModelConfig
+        from fedlada.errors import CheckpointError
         from fedlada.models.loading import load_model
 
-        meta = json.loads((Path(directory) / META_FILE).read_text())
-        return load_model(ModelConfig(name=str(directory), dtype=meta["dtype"]), device=device)
+        directory = Path(directory)
+        try:
+            meta = json.loads((directory / META_FILE).read_text())
+        except (OSError, ValueError) as err:
+            raise CheckpointError(f"{directory}: not a saved model ({META_FILE} is missing or unreadable: "
+                                  f"{type(err).__name__})") from None
+        try:
+            return load_model(ModelConfig(name=str(directory), dtype=meta["dtype"]), device=device)
+        except Exception as err:  # a truncated or missing weights file, a damaged tokenizer
+            first = str(err).strip().splitlines()
+            raise CheckpointError(f"{directory}: the saved model is damaged or incomplete ({type(err).__name__}: "
+                                  f"{first[0] if first else ''})") from err
 
     def state_dict_cpu(self) -> dict[str, torch.Tensor]:
         """CPU copies of the trainable weights (the adapters of a PEFT model): what FedAvg averages and

@@ -64,6 +64,9 @@ def _from_pretrained(source: str | Path):
         tok = AutoTokenizer.from_pretrained(source, local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(source, local_files_only=True, dtype=torch.float32)
     except (OSError, ValueError) as err:
+        if Path(source).is_dir():
+            raise FileNotFoundError(f"model directory {str(source)!r} cannot be loaded ({type(err).__name__}: "
+                                    f"{str(err).splitlines()[0]})") from None
         raise FileNotFoundError(
             f"model {str(source)!r}: not a tiny-* preset, not {SMOLLM2}, and no local directory or cached "
             f"Hugging Face model of that name ({type(err).__name__}: {str(err).splitlines()[0]})"

@@ -29,7 +29,7 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
 from fedlada.config import RunConfig, config_from_dict, load_config
-from fedlada.federation.channel import Channel
+from fedlada.federation.channel import Channel, ClientError
 from fedlada.federation.flower.node import Hello, Node, NodeSettings, Restore, run_tag
 from fedlada.federation.flower.records import from_record, to_record
 from fedlada.federation.messages import Message as ProjectMessage
@@ -73,16 +73,13 @@ class RemoteClient:
         self.name = name
 
 
-class RemoteError(RuntimeError):
-    pass
-
-
 class FlowerChannel(Channel):
     """`Channel` whose clients live on SuperNodes; one Flower message per project message."""
 
-    def __init__(self, grid: Grid, node_ids: list[int], names: list[str], poll_max: float = 0.5):
+    def __init__(self, grid: Grid, node_ids: list[int], names: list[str], poll_max: float = 0.5,
+                 timeout: float | None = None):
         super().__init__([RemoteClient(n) for n in names])
-        self.grid, self.node_ids, self.poll_max = grid, node_ids, poll_max
+        self.grid, self.node_ids, self.poll_max, self.timeout = grid, node_ids, poll_max, timeout
 
     @classmethod
     def connect(cls, grid: Grid, num_clients: int, wait: float, ui: UI) -> FlowerChannel:
@@ -108,23 +105,41 @@ class FlowerChannel(Channel):
         return cls(grid, [by_partition[i] for i in range(num_clients)], [f"client-{i}" for i in range(num_clients)])
 
     def exchange(self, index: int, request: ProjectMessage) -> ProjectMessage:
-        """Send one message to client `index` and wait for its reply (not counted as traffic)."""
+        """Send one message to client `index` and wait for its reply (not counted as traffic).
+
+        ClientError when the node reports an error or (with `timeout`) no reply comes in time."""
+        name, kind = self.clients[index].name, type(request).__name__
         msg = Message(content=to_record(request), dst_node_id=self.node_ids[index], message_type=MESSAGE_TYPE)
         ids = set(self.grid.push_messages([msg]))
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
         pause, replies = 0.01, []
         while not replies:  # Grid.send_and_receive polls every 3 s; per-message round trips add up
             replies = list(self.grid.pull_messages(ids))
             if not replies:
+                if deadline is not None and time.monotonic() > deadline:
+                    raise ClientError(name, kind, f"no reply from node {self.node_ids[index]} within "
+                                                  f"runtime.client_timeout={self.timeout:g} s")
                 time.sleep(pause)
                 pause = min(pause * 1.5, self.poll_max)
         reply = replies[0]
         if reply.has_error():
-            raise RemoteError(f"{self.clients[index].name} (node {self.node_ids[index]}): {reply.error.reason}")
+            reason = str(reply.error.reason).strip().splitlines()
+            raise ClientError(name, kind, f"node {self.node_ids[index]}: {reason[-1] if reason else 'error'}")
         return from_record(reply.content)
 
     def _send(self, index: int, request: ProjectMessage, data: bytes) -> tuple[ProjectMessage, int]:
         reply = self.exchange(index, request)
-        return reply, len(encode(reply))
+        encoded = encode(reply)
+        self.audit(encoded, self.clients[index].name, self.server_name)  # the node checked it before sending too
+        return reply, len(encoded)
+
+    def restore_client(self, index: int, path: Path, round_: int) -> None:
+        # Back to the node's own round snapshot, and saved as this round's too (the runner checkpoints
+        # next, and a resume restores every node to the checkpointed round).
+        try:
+            self.exchange(index, Restore(round_, snapshot=round_ + 1))
+        except ClientError as err:  # still unreachable: it restores when it is next asked to (resume)
+            print(f"could not put {err.client} back to round {round_}: {err.reason}", file=sys.stderr)
 
     def save_clients(self, path: Path, round_: int) -> None:
         # Each node snapshotted its client when it answered Evaluate(round_), the round's last message.
@@ -154,6 +169,7 @@ def server_main(grid: Grid, context: Context) -> None:
     ui.log(f"run {out}: method={cfg.method} seed={cfg.seed} rounds={cfg.rounds} clients={len(cfg.clients)}")
     try:
         channel = FlowerChannel.connect(grid, len(cfg.clients), float(rc.get("node-wait", 300)), ui)
+        channel.timeout = cfg.runtime.client_timeout
 
         def on_round(t, rows):
             ui.log(f"round {t}: " + ", ".join(f"{r['participant']} {r['split'].split('_')[0]} {100 * r['accuracy']:.1f}" for r in rows))
@@ -190,4 +206,6 @@ def client_main(message: Message, context: Context) -> Message:
     settings = node_settings(context.run_config, context.node_config, cfg)
     node = Node(cfg, settings, LogUI(f"client-{settings.partition_id}: "))
     reply = node.handle(from_record(message.content))
+    if cfg.runtime.audit:  # on the node, with its own private data, before the reply leaves it
+        node.auditor().check(encode(reply), node.name, "server")
     return Message(to_record(reply), reply_to=message)

@@ -89,4 +89,13 @@ def local(
         if not p.exists():
             fail(f"{p}: no such file")
     tls = TLS(ca.resolve(), cert.resolve(), key.resolve()) if given else None
+    if tls:
+        from fedlada.errors import TLSError
+        from fedlada.federation.flower.launch import check_tls
+
+        _need_flower()  # brings cryptography
+        try:
+            check_tls(tls)
+        except TLSError as err:
+            fail(str(err))
     _run("local", config, set_, out, resume, None, tls)

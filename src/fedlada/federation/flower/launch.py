@@ -30,6 +30,47 @@ class TLS:
     key: Path
 
 
+def check_tls(tls: TLS, host: str = "127.0.0.1") -> None:
+    """Raise TLSError (one line) unless the three files belong together: the key is the certificate's,
+    the CA signed the certificate, it is valid now and names `host`. Otherwise the SuperLink would
+    start and every SuperNode fail its handshake, seen only in their logs."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    from fedlada.errors import TLSError
+
+    def read(path: Path, what: str, loader):
+        try:
+            return loader(path.read_bytes())
+        except (OSError, ValueError, TypeError) as err:
+            raise TLSError(f"{path}: not a PEM {what} ({type(err).__name__})") from None
+
+    ca = read(tls.ca, "certificate", x509.load_pem_x509_certificate)
+    cert = read(tls.cert, "certificate", x509.load_pem_x509_certificate)
+    key = read(tls.key, "private key", lambda b: serialization.load_pem_private_key(b, password=None))
+    spki = serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    if key.public_key().public_bytes(*spki) != cert.public_key().public_bytes(*spki):
+        raise TLSError(f"{tls.key} is not the private key of {tls.cert}; pass the key the certificate was made for")
+    try:
+        cert.verify_directly_issued_by(ca)
+    except Exception:  # ValueError (issuer name) or InvalidSignature
+        raise TLSError(f"{tls.cert} was not signed by the CA in {tls.ca}; pass the CA that issued it") from None
+    now = datetime.datetime.now(datetime.timezone.utc)
+    if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
+        raise TLSError(f"{tls.cert} is not valid now (valid {cert.not_valid_before_utc:%Y-%m-%d} to "
+                       f"{cert.not_valid_after_utc:%Y-%m-%d})")
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        names = {str(ip) for ip in san.get_values_for_type(x509.IPAddress)} | set(san.get_values_for_type(x509.DNSName))
+    except x509.ExtensionNotFound:
+        names = set()
+    if host not in names:
+        raise TLSError(f"{tls.cert} does not name {host} (subject alternative names: {sorted(names) or 'none'}); "
+                       f"the SuperNodes connect to {host}")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -13,12 +13,15 @@ message starts a process. On resume the server sends `Restore(N)` for its own la
 previous snapshot is kept as well, in case the server stopped before writing its round-N checkpoint.
 
 `<run>` is the name of the server's run directory, so two runs never share a state and a resumed
-run finds its own. The client's data is rebuilt from the config (deterministic); only this node's
-partition is used. Nothing here imports Flower.
+run finds its own. `<client-k>/run.json` holds a fingerprint of the config (all but `runtime`),
+written at round 0: a state directory left by another run under the same name is refused with one
+clear error instead of being mixed in. The client's data is rebuilt from the config
+(deterministic); only this node's partition is used. Nothing here imports Flower.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -29,6 +32,7 @@ import torch
 
 from fedlada.config import RunConfig
 from fedlada.data import build_federation_data
+from fedlada.errors import CheckpointError
 from fedlada.federation.messages import Evaluate, Message, Prepare, register
 from fedlada.federation.participants import Client, torch_device
 from fedlada.progress import UI
@@ -56,7 +60,11 @@ class NodeInfo(Message):
 @register
 @dataclass
 class Restore(Message):
+    """Put the client back to its snapshot of `round`; with `snapshot` >= 0, also save that as round
+    `snapshot`'s (a client that failed in round `snapshot` and missed its end-of-round snapshot)."""
+
     round: int
+    snapshot: int = -1
 
 
 @register
@@ -102,34 +110,69 @@ class Node:
         self.cfg, self.settings, self.ui = cfg, settings, ui or UI()
         self.name = f"client-{settings.partition_id}"
         self.root = Path(settings.state_dir) / self.name
+        self._mine = None
+
+    def _data(self):
+        """This node's ClientData and the global test set (rebuilt from the config: deterministic)."""
+        if self._mine is None:
+            cfg = self.cfg
+            if self.settings.data_path:
+                cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"path": self.settings.data_path})})
+            data = build_federation_data(cfg.data, len(cfg.clients), cfg.seed)
+            self._mine = (cfg, data.clients[self.settings.partition_id], data.global_test)
+        return self._mine
+
+    def auditor(self):
+        """The privacy audit of this node's replies, over its own private sets only."""
+        from fedlada.federation.audit import Auditor
+
+        _, mine, _ = self._data()
+        return Auditor.from_client_data({self.name: mine})
+
+    def fingerprint(self) -> str:
+        from fedlada.federation.participants import fingerprint
+
+        return fingerprint(self.cfg.model_dump(mode="json", by_alias=True, exclude={"runtime"}))
+
+    def _check_run(self) -> None:
+        marker = self.root / "run.json"
+        if marker.exists():
+            saved = json.loads(marker.read_text()).get("fingerprint")
+            if saved != self.fingerprint():
+                raise CheckpointError(
+                    f"{self.root} holds the state of another run (config fingerprint {saved}, this run "
+                    f"{self.fingerprint()}); remove it, or give this run its own --out or state-dir"
+                )
 
     def _client(self) -> Client:
         from fedlada.federation.runner import default_cache_dir
 
-        cfg = self.cfg
-        if self.settings.data_path:
-            cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"path": self.settings.data_path})})
+        cfg, mine, global_test = self._data()
         if cfg.runtime.threads:
             torch.set_num_threads(cfg.runtime.threads)
-        data = build_federation_data(cfg.data, len(cfg.clients), cfg.seed)
-        mine = data.clients[self.settings.partition_id]
         cache = Path(self.settings.cache_dir) if self.settings.cache_dir else default_cache_dir(cfg)
-        return Client(self.settings.partition_id, cfg, mine.train, mine.test, data.global_test, mine.heldout,
+        return Client(self.settings.partition_id, cfg, mine.train, mine.test, global_test, mine.heldout,
                       device=torch_device(cfg.runtime.device), cache_dir=cache, ui=self.ui)
 
     def handle(self, msg: Message) -> Message:
         current = self.root / CURRENT
         if isinstance(msg, Hello):
             return NodeInfo(self.settings.partition_id, self.settings.num_partitions, self.name)
+        if not isinstance(msg, Prepare):
+            self._check_run()
         if isinstance(msg, Restore):
             saved = self.root / CHECKPOINTS / f"round-{msg.round}"
             if not (saved / "model").exists():
                 raise FileNotFoundError(f"{self.name}: no checkpoint of round {msg.round} in {saved}")
             _replace_dir(saved, current)
+            if msg.snapshot >= 0:
+                self._snapshot(msg.snapshot)
             return Done()
         client = self._client()
         if isinstance(msg, Prepare):  # a new run: forget any state left from an earlier one
             shutil.rmtree(self.root, ignore_errors=True)
+            self.root.mkdir(parents=True, exist_ok=True)
+            (self.root / "run.json").write_text(json.dumps({"fingerprint": self.fingerprint()}) + "\n")
         elif (current / "model").exists():
             client.load(current)
         else:
