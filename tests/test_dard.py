@@ -112,3 +112,20 @@ def test_no_pairs_gives_nan_pair_stats():
     policy, ref, _ = _batch(6, n=3)
     _, stats = dard_objective(policy, ref, torch.zeros(3, dtype=torch.bool), beta=0.1, lam=1.0)
     assert stats["pairs"] == 0 and math.isnan(stats["pref_acc"]) and math.isnan(stats["margin"])
+
+
+def test_anchor_subtracts_the_chosen_paths_drop_below_the_frozen_learner():
+    """DPO-Positive on hand-made numbers: pair 0 lowered its chosen path by 3 nats below the frozen
+    learner (margin 2 - 0.5 * 3 = 0.5), pair 1 raised it (no penalty, margin 2)."""
+    t = torch.tensor
+    policy = PathLogps(t([-5.0, -1.0]), t([1, 1]), t([-7.0, -3.0]), t([1, 1]))
+    ref = PathLogps(t([0.0, 0.0]), t([1, 1]), t([0.0, 0.0]), t([1, 1]))
+    frozen = (t([-2.0, -2.0]), t([1, 1]))
+    mask = t([True, True])
+    loss, _ = dard_objective(policy, ref, mask, beta=1.0, lam=0.0, anchor=0.5, anchor_ref=frozen)
+    expected = [-math.log(1 / (1 + math.exp(-m))) for m in (0.5, 2.0)]
+    assert loss.tolist() == pytest.approx(expected)
+    plain, _ = dard_objective(policy, ref, mask, beta=1.0, lam=0.0)
+    assert plain.tolist() == pytest.approx([-math.log(1 / (1 + math.exp(-2.0)))] * 2)
+    with pytest.raises(ValueError, match="anchor_ref"):
+        dard_objective(policy, ref, mask, beta=1.0, lam=0.0, anchor=0.5)

@@ -156,6 +156,10 @@ class LadaConfig(_Strict):
     lambda_: float = Field(1.0, ge=0, alias="lambda", description="weight of the SFT term on y+")
     length_normalize: bool = True
     label_smoothing: float = Field(0.0, ge=0, lt=0.5)
+    anchor: float = Field(
+        0.0, ge=0, description="DPO-Positive remedy: margin minus anchor * the drop of the chosen path's "
+        "log-prob below the frozen learner's; 0 = off"
+    )
     embedding_dim: int = Field(16, gt=0, description="random projection of question embeddings")
     student_temperature: float = Field(0.0, ge=0, description="learner paths (rejected side); 0 = greedy")
 

@@ -59,8 +59,16 @@ def dard_objective(
     lam: float,
     label_smoothing: float = 0.0,
     length_normalize: bool = False,
+    anchor: float = 0.0,
+    anchor_ref: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """`L = dard_loss + lam * NLL(y+) / |y+|` per example (DESIGN 3.4), and training statistics.
+
+    - `anchor` > 0 (a remedy, DPO-Positive of Pal et al. 2024): the margin loses
+      `anchor * max(0, log pi0(y+) - log pi(y+))`, with `anchor_ref = (log pi0(y+), tokens)` the frozen
+      learner at the start of the phase, so the preference can no longer be won by lowering the
+      preferred path together with the rejected one (what a shared-prefix drop does). Same units as
+      the margin (per token under `length_normalize`).
 
     - `has_rejected[i]` False marks an SFT-only pair (`Pair.rejected is None`): its rejected entries
       may hold anything (zeros, NaN) and only the SFT term counts for it. Placeholders are replaced
@@ -90,6 +98,11 @@ def dard_objective(
     pr = clean(policy.rejected, policy.rejected_tokens, True)
     rc = clean(ref.chosen, ref.chosen_tokens, False)
     rr = clean(ref.rejected, ref.rejected_tokens, True)
+    if anchor > 0:
+        if anchor_ref is None:
+            raise ValueError("anchor > 0 needs anchor_ref: the frozen learner's log-probs of the chosen paths")
+        drop = (clean(*anchor_ref, False) - pc).clamp(min=0)
+        rc = rc + anchor * drop  # margin - anchor * drop, through the reference side of the margin
     contrastive = torch.where(mask, dard_loss(pc, pr, rc, rr, beta, label_smoothing), 0.0)
     sft = -policy.chosen / policy.chosen_tokens
     loss = contrastive + lam * sft

@@ -44,12 +44,18 @@ def train_dard(lm, pairs: list[TextPair], refs: list[Ref | None] | None, local: 
     start = time.perf_counter()
     refs = list(refs) if refs is not None else [None] * len(pairs)
     refs += [None] * len(local)
+    need = [] if lada.ref == "none" else [i for i, r in enumerate(refs) if r is None or lada.ref == "self"]
+    if lada.anchor > 0:
+        need = list(range(len(allpairs)))  # the anchor needs the frozen learner on every chosen path
+    frozen = dict(zip(need, _frozen_refs(lm, [allpairs[i] for i in need]))) if need else {}
     if lada.ref == "none":
         table = [(0.0, 1, 0.0, 1)] * len(allpairs)
     else:
-        need = [i for i, r in enumerate(refs) if r is None or lada.ref == "self"]
-        frozen = dict(zip(need, _frozen_refs(lm, [allpairs[i] for i in need]))) if need else {}
-        table = [frozen.get(i, refs[i]) for i in range(len(allpairs))]
+        table = [frozen[i] if refs[i] is None or lada.ref == "self" else refs[i] for i in range(len(allpairs))]
+    anchor_t = None
+    if lada.anchor > 0:
+        anchor_t = torch.tensor([[frozen[i][0], frozen[i][1]] for i in range(len(allpairs))], dtype=torch.float32,
+                                device=lm.device)
     ref_t = torch.tensor([[r[0], r[1], r[2], r[3]] for r in table], dtype=torch.float32, device=lm.device)
     has_rej = torch.tensor([p[2] is not None for p in allpairs], device=lm.device)
 
@@ -79,7 +85,8 @@ def train_dard(lm, pairs: list[TextPair], refs: list[Ref | None] | None, local: 
             loss, stats = dard_objective(
                 PathLogps(pc, pcn, pr, prn), PathLogps(r[:, 0], r[:, 1], r[:, 2], r[:, 3]), has_rej[idx],
                 beta=lada.beta, lam=lada.lambda_, label_smoothing=lada.label_smoothing,
-                length_normalize=lada.length_normalize,
+                length_normalize=lada.length_normalize, anchor=lada.anchor,
+                anchor_ref=None if anchor_t is None else (anchor_t[idx, 0], anchor_t[idx, 1]),
             )
             loss = loss.mean()
             loss.backward()
