@@ -40,9 +40,9 @@ def test_nll_drop_reward_on_hand_made_numbers():
     assert learnability_reward(before, after, has).tolist() == [0.5, 0.0, 0.5, 0.0, 0.0]
 
 
-def test_heldout_reward_is_the_cosine_and_zero_without_a_target():
+def test_heldout_reward_is_the_cosine_and_its_minimum_without_a_target():
     cos = np.array([0.4, -0.2, 1.3, 0.9])
-    assert heldout_alignment_reward(cos, np.array([True, True, True, False])).tolist() == [0.4, -0.2, 1.0, 0.0]
+    assert heldout_alignment_reward(cos, np.array([True, True, True, False])).tolist() == [0.4, -0.2, 1.0, -1.0]
 
 
 def test_gradient_cosines_match_autograd_per_sample():
@@ -70,12 +70,15 @@ def test_epochs_sized_phases(epochs, n, steps):
 
 def test_heldout_slices_and_server_weights_change_no_other_set():
     base = DataConfig(client_domains=[["add"], ["mul"]], client_train=30, client_test=10, public=40, server_corpus=60,
-                      global_test_per_domain=5, client_heldout=0)
+                      global_test_per_domain=5, client_heldout=0,
+                      math_mix={"client_digits": (2, 2), "test_digits": (3, 3), "server_digits": (2, 3), "public_digits": (2, 3)})
     plain = build_federation_data(base, 2, seed=4)
     more = build_federation_data(base.model_copy(update={"client_heldout": 12}), 2, seed=4)
     for a, b in zip(plain.clients, more.clients):
         assert [e.prompt for e in a.train] == [e.prompt for e in b.train] and a.heldout == []
         assert len(b.heldout) == 12 and {e.domain for e in b.heldout} == set(b.domains)
+        assert {len(e.prompt.split("+")[0].split("*")[0]) for e in b.heldout} == {3}  # the test's digits, not train's
+        assert {len(e.prompt.split("+")[0].split("*")[0]) for e in b.train} == {2}
     assert [e.prompt for e in plain.public] == [e.prompt for e in more.public]
     seen = {e.prompt for c in more.clients for e in c.train + c.test} | {e.prompt for e in more.public + more.server_corpus}
     assert not seen & {e.prompt for c in more.clients for e in c.heldout}  # held out: in no other set

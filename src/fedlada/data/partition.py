@@ -134,10 +134,12 @@ def _plan(cfg: DataConfig, domains: list[str], mixtures: list[list[float]], with
     requests += spread("public", cfg.public, _mix("public_weights", cfg.public_weights, domains), ranges.get("public_digits"))
     requests += spread("server-corpus", cfg.server_corpus, _mix("server_weights", cfg.server_weights, domains),
                        ranges.get("server_digits"))
-    # Last, so that adding held-out slices changes no other set (and no cached base model).
+    # Last, so that adding held-out slices changes no other set (and no cached base model). They follow
+    # the distribution the client is evaluated on (math-mix: the test digits), not the one it trains on:
+    # a slice of what it already masters has a near-zero loss and says nothing about what would help it.
     if cfg.client_heldout:
         for k, mix in enumerate(mixtures):
-            requests += spread(f"client-{k}-heldout", cfg.client_heldout, mix, ranges.get("client_digits"))
+            requests += spread(f"client-{k}-heldout", cfg.client_heldout, mix, ranges.get("test_digits"))
     return requests
 
 
