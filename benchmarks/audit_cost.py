@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from fedlada.config import load_config
+from fedlada.errors import PrivacyViolation
 from fedlada.federation.runner import Runner
 
 
@@ -26,6 +27,8 @@ def main() -> None:
     parser.add_argument("config", nargs="?", default="quickstart")
     parser.add_argument("--set", dest="overrides", action="append", default=[])
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--count-violations", action="store_true",
+                        help="measure only: count messages the audit would stop (and deliver them) instead of stopping")
     args = parser.parse_args()
     overrides = ["rounds=1", "round.transfer.steps=20", *args.overrides]
     cfg = load_config(args.config, overrides)
@@ -35,9 +38,16 @@ def main() -> None:
     kept: list[tuple[int, bytes]] = []
     check, current = auditor.check, {"round": 0}
 
+    violations: list[str] = []
+
     def keep(data: bytes, sender: str, receiver: str) -> None:
         kept.append((current["round"], bytes(data)))
-        check(data, sender, receiver)
+        try:
+            check(data, sender, receiver)
+        except PrivacyViolation as err:
+            if not args.count_violations:
+                raise
+            violations.append(str(err).split("; nothing was sent")[0])
 
     auditor.check = keep
     marks = {-1: time.perf_counter()}
@@ -58,11 +68,16 @@ def main() -> None:
         for _ in range(5):
             start = time.perf_counter()
             for d in batch:
-                check(d, "bench", "bench")
+                try:
+                    check(d, "bench", "bench")
+                except PrivacyViolation:
+                    pass
             best = min(best, time.perf_counter() - start)
         wall = marks[t] - marks[t - 1]
         print(f"{t:5d}  {int(r['audit/messages']):8d}  {r['audit/bytes'] / 1e6:8.2f}  {r['audit/seconds']:13.3f}  "
               f"{best:25.3f}  {wall:7.1f}  {100 * r['audit/seconds'] / wall:16.3f}")
+    if args.count_violations:
+        print(f"{len(violations)} message(s) the audit would have stopped" + "".join(f"\n  {v}" for v in violations))
 
 
 if __name__ == "__main__":

@@ -168,3 +168,11 @@ def test_a_leaking_handler_is_stopped_with_the_field_named_even_under_skip(tiny_
     cfg_off = config_from_dict({**tiny_config_dict, "runtime": {**tiny_config_dict["runtime"], "audit": False}})
     quiet = Runner(cfg_off, tmp_path / "off")
     assert quiet.channel.auditor is None and isinstance(quiet.channel.call(1, LeakRequest(shout)), LeakReply)
+
+
+def test_a_client_can_find_its_generations_that_reproduce_private_text(tiny_config_dict, tmp_path):
+    runner = Runner(config_from_dict(tiny_config_dict), tmp_path / "run")
+    client = runner.clients[1]
+    mine = client.train[5]
+    texts = [mine.solution, "1+1=2", f"Sure: {mine.prompt.upper()}", "#### " + mine.answer]
+    assert client.private_matches(texts) == [mine.id, None, mine.id, None]

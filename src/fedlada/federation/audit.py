@@ -150,6 +150,17 @@ class Auditor:
         self.seconds = 0.0
         return out
 
+    def matches(self, texts: list[str]) -> list[str | None]:
+        """Per text, the id of the private example whose prompt, solution or id it holds (the rules
+        above), or None: what a handler uses to drop its model's generations that reproduce private
+        text before it replies (the audit would stop the reply)."""
+        out = []
+        for text in texts:
+            norm = normalise(text)
+            hit = self._first_hit([text], [norm]) if norm else None
+            out.append(hit[1].sample_id if hit else None)
+        return out
+
     # ------------------------------------------------------------------------------------------
     def check(self, data: bytes, sender: str, receiver: str) -> None:
         """Raise PrivacyViolation if the encoded message `data` carries private text; count it."""

@@ -155,6 +155,20 @@ class Client(Participant):
         super().__init__(run.clients[index], run, train, **kw)
         self.test, self.global_test, self.heldout = test, global_test, list(heldout)
         self.domains = sorted({e.domain for e in train})
+        self._auditor = None
+
+    def private_matches(self, texts: list[str]) -> list[str | None]:
+        """Per text, the id of this client's private example (train, test, held-out) whose prompt or
+        solution it reproduces, by the privacy audit's rules (federation/audit.py), or None.
+
+        A small model can write, for a public question, a verbatim solution it was trained on: a handler
+        that replies with its model's own generations must drop (or replace) those first, or the audit
+        stops the reply, and with it the run."""
+        if self._auditor is None:
+            from fedlada.federation.audit import Auditor
+
+            self._auditor = Auditor({self.name: [*self.train, *self.test, *self.heldout]})
+        return self._auditor.matches(texts)
 
     def handle(self, msg: Message) -> Message:
         if type(msg) in CLIENT_HANDLERS:
