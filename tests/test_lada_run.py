@@ -101,3 +101,24 @@ def test_client_learns_from_correct_teacher_paths_and_rewards_them(lada_config, 
     assert with_target and sum(with_target) / len(with_target) > 0.05
     assert report.values["dard/pairs"] + report.values["dard/sft_only"] >= len(with_target)
     assert client.state["filter_down"]["updates"] == 1 and "pending" not in client.state
+
+
+def test_a_path_that_reproduces_private_text_never_leaves_the_client(lada_config, tmp_path):
+    """The learner 'writes' one of its own training solutions as its (wrong) path on a public question:
+    that pair is trained with the frozen learner as reference and its text is not in the reply."""
+    from fedlada.federation.messages import Prepare, encode
+    from fedlada.lada.messages import Candidate, Candidates, References
+
+    lada_config["lada"].update(budget=8, filter="random", reward="nll_drop")
+    runner = Runner(config_from_dict(lada_config), tmp_path / "run")
+    client = runner.clients[0]
+    client.handle(Prepare())
+    pool = runner.server.public[:8]
+    secret = client.train[0].solution
+    client.lm.generate = lambda prompts, *a, **k: [secret] * len(prompts)  # every own path: a private solution
+    offer = client.handle(Candidates(1, [Candidate(e.id, e.prompt, e.answer, e.solution, True, 0.05, e.domain)
+                                         for e in pool], False))
+    assert offer.needs_reference == [] and offer.values["lada/withheld_private"] == 8
+    assert secret not in encode(offer).decode("utf-8", "replace")
+    report = client.handle(References(1, []))
+    assert len(report.picks) == 8 and report.values["dard/pairs"] >= 8  # all 8 still contrasted (+ own-data pairs)

@@ -54,12 +54,18 @@ def on_candidates(client: Client, msg: Candidates) -> PairOffer:
     pairs = pending.pairs()
     pending.local = own_data_pairs(client, len(pairs), msg.round) if lada.loss == "dard" else []
     client.state[PENDING] = pending.to_tree()
+    # A small model can write, for a public question, a solution it was trained on verbatim: such a path
+    # stays on the client (its pair then takes the frozen learner as reference), never in a message.
     needs_reference = []
     if lada.ref == "teacher":
         needs_reference = [RefRequest(sid, *pair) for sid, pair in zip(pending.pair_ids(), pairs) if pair[2] is not None]
+        private = client.private_matches([r.rejected for r in needs_reference])
+        values["lada/withheld_private"] = float(sum(hit is not None for hit in private))
+        needs_reference = [r for r, hit in zip(needs_reference, private) if hit is None]
     reply = PairOffer(needs_reference, values=values)
     if greedy is not None:
         good = [i for i, c in enumerate(cands) if is_correct(greedy[i], c.answer)]
+        good = [i for i, hit in zip(good, client.private_matches([greedy[i] for i in good])) if hit is None]
         prompts = [cands[i].prompt for i in good]
         own_lp, own_n = _logps(lm, prompts, [greedy[i] for i in good], bs)
         other_lp, other_n = _logps(lm, prompts, [cands[i].path for i in good], bs)
@@ -74,10 +80,10 @@ def on_references(client: Client, msg: References) -> SelectionReport:
     pending = Pending.from_tree(client.state.pop(PENDING))
     pairs = pending.pairs()
     refs = None
-    if lada.ref == "teacher":  # the server's log-probs where the pair has a rejected path; own ones for the rest
+    if lada.ref == "teacher":  # the server's log-probs where it has them; the frozen learner's for the rest
         by_id = {r.sample_id: r for r in msg.references}
         refs = [(by_id[sid].chosen_logp, by_id[sid].chosen_tokens, by_id[sid].rejected_logp, by_id[sid].rejected_tokens)
-                if pair[2] is not None else None for sid, pair in zip(pending.pair_ids(), pairs)]
+                if pair[2] is not None and sid in by_id else None for sid, pair in zip(pending.pair_ids(), pairs)]
     start = time.perf_counter()
     probe = reward_probe(lada.reward, client, pending)
     t_probe = time.perf_counter() - start
