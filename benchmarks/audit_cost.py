@@ -40,10 +40,10 @@ def main() -> None:
 
     violations: list[str] = []
 
-    def keep(data: bytes, sender: str, receiver: str) -> None:
-        kept.append((current["round"], bytes(data)))
+    def keep(data: bytes, sender: str, receiver: str, owner: str | None = None) -> None:
+        kept.append((current["round"], bytes(data), owner))
         try:
-            check(data, sender, receiver)
+            check(data, sender, receiver, owner)
         except PrivacyViolation as err:
             if not args.count_violations:
                 raise
@@ -63,13 +63,13 @@ def main() -> None:
     print("round  messages        MB  audit s (run)  audit s (idle, best of 5)  round s  audit % of round")
     for t in sorted(server):
         r = server[t]
-        batch = [d for k, d in kept if k == t]
+        batch = [(d, o) for k, d, o in kept if k == t]
         best = float("inf")
         for _ in range(5):
             start = time.perf_counter()
-            for d in batch:
+            for d, o in batch:
                 try:
-                    check(d, "bench", "bench")
+                    check(d, "bench", "bench", o)
                 except PrivacyViolation:
                     pass
             best = min(best, time.perf_counter() - start)

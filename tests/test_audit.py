@@ -176,3 +176,13 @@ def test_a_client_can_find_its_generations_that_reproduce_private_text(tiny_conf
     mine = client.train[5]
     texts = [mine.solution, "1+1=2", f"Sure: {mine.prompt.upper()}", "#### " + mine.answer]
     assert client.private_matches(texts) == [mine.id, None, mine.id, None]
+
+
+def test_a_reply_is_checked_against_its_own_clients_data_only():
+    a = Auditor({"client-0": PRIVATE[:1], "client-1": PRIVATE[1:]})
+    other = encode(_paths(["q"], paths=["737+375= is what I wrote"]))
+    a.check(other, "client-1", "server", owner="client-1")  # client-1 never had client-0's example
+    with pytest.raises(PrivacyViolation, match="c0-train-7"):
+        a.check(other, "client-0", "server", owner="client-0")
+    with pytest.raises(PrivacyViolation, match="c0-train-7"):
+        a.check(other, "server", "client-1")  # a request: every client's data counts

@@ -162,19 +162,22 @@ class Auditor:
         return out
 
     # ------------------------------------------------------------------------------------------
-    def check(self, data: bytes, sender: str, receiver: str) -> None:
-        """Raise PrivacyViolation if the encoded message `data` carries private text; count it."""
+    def check(self, data: bytes, sender: str, receiver: str, owner: str | None = None) -> None:
+        """Raise PrivacyViolation if the encoded message `data` carries private text; count it.
+
+        With `owner` (a client's reply), only that client's private data counts: a client cannot leak
+        what it never had, and its model's text may by chance contain another client's short prompt."""
         start = time.perf_counter()
         try:
             (n,) = struct.unpack("<Q", data[:8])
             header = json.loads(data[8 : 8 + n])
-            self._check_header(header, sender, receiver)
+            self._check_header(header, sender, receiver, owner)
         finally:
             self.messages += 1
             self.bytes += len(data)
             self.seconds += time.perf_counter() - start
 
-    def _check_header(self, header: dict, sender: str, receiver: str) -> None:
+    def _check_header(self, header: dict, sender: str, receiver: str, owner: str | None = None) -> None:
         leaves = _Leaves()
         _walk(header.get("fields", {}), "", leaves, -1)
         if not leaves.texts:
@@ -184,7 +187,7 @@ class Auditor:
             texts = _WS.sub("", raw).casefold().split(_SEP)
         else:  # a string holds the separator itself
             texts = [normalise(t) for t in leaves.texts]
-        hit = self._first_hit(leaves.texts, texts)
+        hit = self._first_hit(leaves.texts, texts, owner)
         if hit is None:
             return
         index, entry = hit
@@ -202,10 +205,11 @@ class Auditor:
             "leave a client: send public samples' text or scalars only (runtime.audit=false turns the audit off)"
         )
 
-    def _first_hit(self, originals: list[str], texts: list[str]) -> tuple[int, _Private] | None:
+    def _first_hit(self, originals: list[str], texts: list[str], owner: str | None = None) -> tuple[int, _Private] | None:
         if not self.exact.keys().isdisjoint(texts):
-            i = next(i for i, t in enumerate(texts) if t in self.exact)
-            return i, self.exact[texts[i]]
+            for i, t in enumerate(texts):
+                if t in self.exact and owner in (None, self.exact[t].client):
+                    return i, self.exact[t]
         if self.empty:
             return None
         joined = _SEP.join(texts)
@@ -214,6 +218,8 @@ class Auditor:
             starts.append(pos)
             pos += len(t) + 1
         for end, (length, entry) in self.automaton.iter(joined):
+            if owner is not None and entry.client != owner:
+                continue
             i = bisect_right(starts, end) - 1
             local_end = end - starts[i] + 1
             if _whole_token(originals[i], texts[i], local_end - length, local_end):

@@ -63,9 +63,10 @@ class Channel:
         self.sent[sender] += nbytes
         self.received[receiver] += nbytes
 
-    def audit(self, data: bytes, sender: str, receiver: str) -> None:
+    def audit(self, data: bytes, sender: str, receiver: str, owner: str | None = None) -> None:
+        """Check one encoded message; `owner`: a client's reply, checked against that client's data."""
         if self.auditor is not None:
-            self.auditor.check(data, sender, receiver)
+            self.auditor.check(data, sender, receiver, owner)
 
     def call(self, index: int, request: Message) -> Message:
         """Send `request` to client `index` and return its reply; ClientError if the client failed."""
@@ -85,7 +86,7 @@ class Channel:
         except Exception as err:  # the client's failure, not the server's: the policy decides
             raise ClientError(client.name, type(request).__name__, err) from err
         encoded = encode(reply)
-        self.audit(encoded, client.name, self.server_name)  # before the server sees it
+        self.audit(encoded, client.name, self.server_name, owner=client.name)  # before the server sees it
         return decode(encoded), len(encoded)
 
     def save_clients(self, path: Path, round_: int) -> None:

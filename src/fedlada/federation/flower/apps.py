@@ -130,7 +130,8 @@ class FlowerChannel(Channel):
     def _send(self, index: int, request: ProjectMessage, data: bytes) -> tuple[ProjectMessage, int]:
         reply = self.exchange(index, request)
         encoded = encode(reply)
-        self.audit(encoded, self.clients[index].name, self.server_name)  # the node checked it before sending too
+        name = self.clients[index].name
+        self.audit(encoded, name, self.server_name, owner=name)  # the node checked it before sending too
         return reply, len(encoded)
 
     def restore_client(self, index: int, path: Path, round_: int) -> None:
