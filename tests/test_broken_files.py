@@ -83,6 +83,24 @@ def test_a_checkpoint_from_another_config_is_refused_but_runtime_may_change(one_
     assert max(r["round"] for r in rows) == 1
 
 
+def test_a_checkpoint_from_before_a_new_config_key_resumes(one_round_run):
+    """A saved config without a key added since (here lada.anchor) is the same config: the key's default."""
+    cfg, out = one_round_run
+    older = _copy(out, "older")
+    saved = yaml.safe_load((older / "config.yaml").read_text())
+    del saved["lada"]["anchor"]
+    (older / "config.yaml").write_text(yaml.safe_dump(saved))
+    for ckpt in (older / "checkpoints").glob("round-*"):
+        if (ckpt / "config.yaml").exists():  # as that older version wrote it, manifest included
+            (ckpt / "config.yaml").write_text(yaml.safe_dump(saved))
+            state = json.loads((ckpt / "state.json").read_text())
+            state["files"]["config.yaml"] = (ckpt / "config.yaml").stat().st_size
+            (ckpt / "state.json").write_text(json.dumps(state))
+    again = cfg.model_copy(deep=True)
+    again.rounds = 1
+    assert max(r["round"] for r in Runner(again, older).run(resume=True)) == 1
+
+
 def test_an_interrupted_checkpoint_write_leaves_the_previous_one_usable(tiny_config_dict, tmp_path):
     cfg = config_from_dict(tiny_config_dict)
     full = Runner(cfg, tmp_path / "full").run()

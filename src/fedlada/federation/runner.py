@@ -19,7 +19,7 @@ import yaml
 import torch
 from transformers.utils import logging as hf_logging
 
-from fedlada.config import RunConfig, dump_config
+from fedlada.config import ConfigError, RunConfig, config_from_dict, dump_config
 from fedlada.data import build_federation_data
 from fedlada.data.files import DataFileError
 from fedlada.errors import CheckpointError, DataError, config_difference
@@ -172,6 +172,10 @@ class Runner:
                 old = yaml.safe_load(saved.read_text())
             except yaml.YAMLError:
                 raise CheckpointError(f"{saved}: invalid YAML; {hint}") from None
+            try:  # through the schema, so a key added since the checkpoint counts as its default
+                old = config_from_dict(old or {}).model_dump(mode="json", by_alias=True)
+            except ConfigError:
+                pass  # a key removed since: compare as written
             diff = config_difference(old or {}, self.cfg.model_dump(mode="json", by_alias=True))
             if diff:
                 raise CheckpointError(
