@@ -7,12 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from fedlada.config import DataConfig, TrainConfig
+from fedlada.config import DataConfig, ModelConfig, TrainConfig
 from fedlada.data import build_federation_data
 from fedlada.filter import make_selector
 from fedlada.filter.reward import heldout_alignment_reward, learnability_reward
 from fedlada.models import load_model
-from fedlada.config import ModelConfig
 
 
 def test_oracle_picks_own_domain_with_correct_teacher_learner_wrong_first():

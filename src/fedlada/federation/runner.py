@@ -25,7 +25,7 @@ from fedlada.data.files import DataFileError
 from fedlada.errors import CheckpointError, DataError, config_difference
 from fedlada.federation.audit import Auditor
 from fedlada.federation.channel import Channel
-from fedlada.federation.messages import Evaluate, Prepare, Report
+from fedlada.federation.messages import Evaluate, Prepare
 from fedlada.federation.participants import Client, Server, torch_device
 from fedlada.hosts import HOSTS, RoundContext
 from fedlada.progress import UI

@@ -116,7 +116,7 @@ class Lada:
         stats = learn(server, pairs, refs, local, ctx.round, "server")
         all_rewards = []
         for k, selector, pending in chosen:
-            reward, _ = rewards(RewardProbe("nll_drop"), server, pending)  # issue: rewards for what the server lacked
+            reward, _ = rewards(RewardProbe("nll_drop"), server, pending)  # the up direction keeps nll_drop for now
             update(selector, pending, reward)
             name = ctx.channel.clients[k].name
             self.filters.states[name] = selector.state_dict()
