@@ -90,8 +90,9 @@ class DataConfig(_Strict):
     client_train: int = Field(1200, gt=0)
     client_test: int = Field(250, gt=0)
     client_heldout: int = Field(
-        128, ge=0, description="per client, private examples set aside (never trained on) on which LaDa measures "
-        "the learner's own-task reward (lada.reward=heldout); drawn after every other set, so they change none"
+        128, ge=0, description="per client, private examples set aside (never trained on, never sent) on which "
+        "LaDa measures the learner's own-task reward (lada.reward=heldout); from the distribution the client is "
+        "evaluated on (math-mix: the test digits), drawn after every other set, so they change none"
     )
     public: int = Field(3000, gt=0)
     server_corpus: int = Field(3000, gt=0)
@@ -144,8 +145,9 @@ class LadaConfig(_Strict):
         "eenet", description="oracle: an upper bound that reads the samples' domain labels (never a real filter)"
     )
     reward: Literal["heldout", "nll_drop"] = Field(
-        "heldout", description="heldout: drop of the learner's loss on its held-out own data, credited to each "
-        "pick by gradient alignment; nll_drop: relative NLL drop on the pick's own path (ablation)"
+        "heldout", description="heldout: each pick's gradient cosine with the learner's loss on its held-out own "
+        "data (its first-order share of that loss's change), -1 for a pick with nothing to learn; nll_drop: "
+        "relative NLL drop on the pick's own path (ablation)"
     )
     loss: Literal["dard", "sft"] = "dard"
     ref: Literal["teacher", "self", "none"] = "teacher"
