@@ -86,3 +86,12 @@ def test_heldout_slices_and_server_weights_change_no_other_set():
     assert counts == {"add": 27, "sub": 27, "mul": 6}
     with pytest.raises(ValueError, match="server_weights"):
         build_federation_data(base.model_copy(update={"server_weights": {"div": 1.0}}), 2, 4)
+
+
+def test_the_lada_package_imports_on_its_own():
+    """`from fedlada.lada import with_lada` in a fresh interpreter (hosts import lada, never the reverse)."""
+    import subprocess
+    import sys
+
+    code = "from fedlada.lada import with_lada; import fedlada.hosts as h; assert 'distill+lada' in h.HOSTS"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0

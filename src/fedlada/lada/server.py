@@ -1,4 +1,4 @@
-"""LaDa's server half and the plug-in factory `with_lada`. One round, against the paper (DESIGN 3):
+"""LaDa's server half and the plug-in factory `with_lada`. One round, against the paper (arXiv 2602.18749):
 
     candidate pool C_t       m public samples (`Server.candidate_pool`)
     server paths             the LLM's paths on C_t, verified against the gold answers
@@ -17,12 +17,12 @@ Client-side filter state lives with each client; the server keeps its up filters
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from fedlada.config import RunConfig
 from fedlada.federation.state import load_tree, save_tree
-from fedlada.hosts.base import Host, RoundContext
 from fedlada.lada import client as _client_handlers  # noqa: F401  (registers the client's handlers)
 from fedlada.lada.messages import Candidate, Candidates, PairOffer, PickReport, Reference, References, RefRequest
 from fedlada.lada.transfer import (
@@ -37,6 +37,9 @@ from fedlada.lada.transfer import (
     selector_for,
     update,
 )
+
+if TYPE_CHECKING:  # hosts import this package to build their `+lada` variants
+    from fedlada.hosts.base import Host, RoundContext
 
 
 @dataclass

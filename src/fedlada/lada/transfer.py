@@ -11,7 +11,7 @@ log-probs have to come back over the wire between choosing the pairs and trainin
 - `rewards` (with `reward_probe` taken before `learn`): what each pick did for the learner; then the
   filter's `update`.
 
-The paper's terms: phi = features (DESIGN 3.1), F^down/F^up = the `Selector`, DARD = distill/dard.py.
+The paper's terms: phi = features (filter/features.py), F^down/F^up = the `Selector`, DARD = distill/dard.py.
 """
 
 from __future__ import annotations
