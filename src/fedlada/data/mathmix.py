@@ -1,9 +1,9 @@
 """`math-mix`: procedural add / sub / mul and div by one digit, with digit-level worked solutions.
 
-Why digit level: FINDINGS measured that worked solutions beat answer-only targets by a wide margin
-for small models, and that whole-number steps (`48-57=-9`) fail inside the step; a column-by-column
+Why digit level: worked solutions beat answer-only targets by a wide margin for small models
+(docs/quickstart.md), and whole-number steps (`48-57=-9`) fail inside the step; a column-by-column
 solution with explicit carries/borrows makes every step a one-digit fact, so model capacity and
-operand length (not step difficulty) decide accuracy. The formats are fixed by FINDINGS:
+operand length (not step difficulty) decide accuracy. The formats:
 
     add  347+85=   7+5+0=12|4+8+1=13|3+0+1=04|#### 432     a+b+carry, two-digit column sum
     sub  523-287=  13-7-0=6|12-8-1=3|5-2-1=2|#### 236      leading 1 on the top digit = borrow

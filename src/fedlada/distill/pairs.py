@@ -1,4 +1,4 @@
-"""Which (preferred, dispreferred) path pairs DARD trains on (DESIGN 3.4).
+"""Which (preferred, dispreferred) path pairs DARD trains on (LaDa paper, arXiv 2602.18749).
 
 The preferred path is always a verified-correct one, so the learner is never pushed toward a wrong
 answer. The dispreferred path is the *learner's own* wrong path on the same prompt: the contrast then
@@ -65,7 +65,7 @@ def local_pairs(
 ) -> list[Pair]:
     """Pairs on the learner's own data: the gold worked solution against the learner's wrong path, or
     SFT on the gold solution where the learner was right or has no path. Keeps the learner on its
-    domain while it trains on transferred samples (DESIGN 3.4, last bullet)."""
+    domain while it trains on transferred samples (docs/design-choices.md, own data mixed in)."""
     if not len(examples) == len(learner_paths) == len(learner_correct):
         raise ValueError(
             f"local_pairs: {len(examples)} examples, {len(learner_paths)} paths, {len(learner_correct)} flags"

@@ -1,4 +1,4 @@
-"""The in-process runner: every participant in one process, rounds as in DESIGN section 3.
+"""The in-process runner: every participant in one process, rounds as in the LaDa paper (arXiv 2602.18749; src/fedlada/lada/server.py).
 
 Round 0 is the state after each model's own preparation and before any exchange. After every
 round the runner writes metrics and a checkpoint (weights as safetensors, the rest as JSON), so

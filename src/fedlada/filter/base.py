@@ -1,10 +1,10 @@
 """The selector interface of LaDa's learnability-aware data filter, and the ablation baselines.
 
-One selector instance serves one (LLM, SLM) pair in one direction (DESIGN 3): what a 56k-parameter
+One selector instance serves one (LLM, SLM) pair in one direction (the paper's per-pair filters): what a 56k-parameter
 client can absorb from the server differs from what the server can absorb from it, so the two
 directions and the pairs never share reward history.
 
-Selectors see only a feature matrix (one row per candidate, DESIGN 3.1) and scalar rewards, so the
+Selectors see only a feature matrix (one row per candidate, filter/features.py) and scalar rewards, so the
 same code serves both directions and every host; the caller maps positions back to sample ids.
 Baselines that need side information the features do not carry receive it through `aux`.
 """
@@ -115,7 +115,7 @@ class _Stateless:
 class LossSelector(_Stateless):
     """Ablation `filter=loss`: the candidates whose teacher path the learner finds least likely
     (highest per-token NLL, `aux["learner_nll"]`) — the fixed "learn from what you get wrong" rule
-    that the learned filter must beat (FINDINGS: hardest-half-by-NLL was a strong fixed rule)."""
+    that the learned filter must beat (a strong fixed rule in the first measurements; on the testbeds of docs/results.md it is the worst)."""
 
     name = "loss"
 

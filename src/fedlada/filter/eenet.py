@@ -1,6 +1,6 @@
-"""EE-Net (Ban, Yan, Banerjee, He, arXiv 2305.03784) as LaDa's learnability-aware selector (DESIGN 3.2).
+"""EE-Net (Ban, Yan, Banerjee, He, arXiv 2305.03784) as LaDa's learnability-aware selector (LaDa paper, arXiv 2602.18749).
 
-Why EE-Net: which public samples a learner gains from is a nonlinear function of the pair (FINDINGS:
+Why EE-Net: which public samples a learner gains from is a nonlinear function of the pair (measured here:
 domain affinity first, then the learner's errors, and "mid-range difficulty" was the worst rule), so a
 fixed heuristic cannot be right for every pair; a neural contextual bandit learns it from the rewards.
 
@@ -9,7 +9,7 @@ fixed heuristic cannot be right for every pair; a neural contextual bandit learn
   `r - f1(phi)` of f1 *as it was when it scored the sample*. The gradient says where in f1's
   parameter space a candidate lies, so f2 learns in which regions f1 has been under- (or over-)
   estimating: the "potential gain" that UCB-style bonuses approximate with confidence widths.
-- Score `s = f1 + alpha * f2`, top b. EE-Net's +1 shift of the f2 target is dropped (DESIGN allows it):
+- Score `s = f1 + alpha * f2`, top b. EE-Net's +1 shift of the f2 target is dropped:
   it only moves f2's output by a constant and the ranking is unchanged.
 - Round 1 (no reward history): the untrained nets rank arbitrarily, so k-means on the standardized
   features picks b diverse samples (the one nearest each centroid) to seed the history.

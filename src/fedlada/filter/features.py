@@ -1,4 +1,4 @@
-"""Filter features phi(x) (DESIGN 3.1): cheap, per candidate, known before selection.
+"""Filter features phi(x) (LaDa paper, arXiv 2602.18749): cheap, per candidate, known before selection.
 
 Column layout (both directions; the learner is the side that would train on the sample):
 
@@ -10,8 +10,8 @@ Column layout (both directions; the learner is the side that would train on the 
 5 affinity      cosine of the question's embedding to the centroid of the learner's own data
 6.. embedding   the learner's mean-pooled last hidden state of the question, randomly projected
 
-Affinity is what makes the selection domain adaptive: FINDINGS measured that domain first, then
-the learner's errors, moved a client by up to 60 points.
+Affinity is what makes the selection domain adaptive: on the `standard` testbed, picking the client's
+own domain (the oracle) beats random picks by 23 points (docs/results.md).
 """
 
 from __future__ import annotations

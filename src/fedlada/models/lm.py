@@ -2,7 +2,7 @@
 
 Everything LaDa needs from a model is text in, text out (`generate`) and teacher-forced sequence
 log-probabilities of a completion given a prompt (`sequence_logprobs`). Both work on strings and on each
-model's own tokenizer, so heterogeneous models never need aligned vocabularies (DESIGN 3.4).
+model's own tokenizer, so heterogeneous models never need aligned vocabularies (distill/dard.py).
 
 Sequence layout, shared by scoring and training: `[bos] + tokens(prompt) + tokens(completion) + [eos]`,
 with prompt and completion tokenized separately so that no token straddles the boundary and the

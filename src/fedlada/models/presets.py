@@ -1,6 +1,6 @@
 """`tiny-*` presets: from-scratch causal LMs that train in seconds to minutes on a CPU.
 
-Sizes follow the measured quickstart (FINDINGS): `tiny-llama-l` is the server (~0.87M parameters),
+Sizes follow the measured quickstart (docs/quickstart.md): `tiny-llama-l` is the server (~0.87M parameters),
 `tiny-llama-s` / `tiny-gpt2-s` are clients (~60k / ~86k; GPT-2's learned position table is most of the
 difference). Architectures and tokenizers differ across presets so that the default scenario is
 heterogeneous. Embeddings are tied (the vocabulary is tiny, a second table would only add parameters)

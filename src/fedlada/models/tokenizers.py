@@ -2,7 +2,7 @@
 
 Two deliberately different tokenizers make the default scenario heterogeneous: models that do not share
 a vocabulary can only exchange text and sequence log-probabilities, which is what LaDa's DARD loss relies
-on (DESIGN 3.4). `char` has one token per character; `chunk` orders its vocabulary differently (special
+on (distill/dard.py). `char` has one token per character; `chunk` orders its vocabulary differently (special
 tokens last, so nothing may assume `pad == 0`) and adds multi-character tokens for pieces that are
 frequent in worked solutions and English text. Digits stay single characters in both, because digit
 pairs would hide the column-by-column structure the small models have to learn.

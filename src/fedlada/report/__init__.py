@@ -242,7 +242,7 @@ def filter_section(selections: list[dict], metrics: list[dict] | tuple = ()) -> 
         ])
     return [
         "## Filters", "",
-        "Mean learnability reward of the chosen samples, per round and pair (DESIGN 3.3):", "",
+        "Mean learnability reward of the chosen samples, per round and pair (`lada.reward`, docs/design-choices.md):", "",
         markdown_table(header, body), "",
         "What each filter chose over the run: the learner's per-token NLL of the offered path (difficulty "
         "for that learner), path length, how often the offered path was right and the learner's own path "
