@@ -92,6 +92,15 @@ def test_sft_term_is_lambda_times_per_token_nll():
         assert stats["sft"] == pytest.approx(per_token_nll.mean().item())
 
 
+def test_sft_term_scores_the_whole_chosen_path_when_the_contrast_scores_a_part():
+    policy, ref, mask = _batch(4)
+    whole = (policy.chosen - 5.0, policy.chosen_tokens + 3)  # the chosen paths with their given steps
+    base, _ = dard_objective(policy, ref, mask, beta=0.1, lam=0.0, length_normalize=True)
+    split, stats = dard_objective(policy, ref, mask, beta=0.1, lam=0.7, length_normalize=True, sft_logps=whole)
+    torch.testing.assert_close(split - base, 0.7 * -whole[0] / whole[1])
+    assert stats["sft"] == pytest.approx((-whole[0] / whole[1]).mean().item())
+
+
 def test_sft_only_rows_ignore_nan_placeholders():
     mask = torch.tensor([True, False, True, False])
     policy, ref, _ = _batch(5, n=4)

@@ -3,7 +3,7 @@
 import pytest
 
 from fedlada.data.types import Example
-from fedlada.distill import Pair, PathRecord, build_pairs, local_pairs
+from fedlada.distill import Pair, PathRecord, build_pairs, contrast_view, local_pairs
 
 
 def rec(i, teacher, t_ok, learner, l_ok):
@@ -50,3 +50,13 @@ def test_local_pairs():
     ]
     with pytest.raises(ValueError):
         local_pairs(examples, ["x"], [False])
+
+
+def test_contrast_view_gives_the_shared_steps_and_scores_the_rest():
+    chosen, rejected = "1+2=3\n3*4=12\n#### 12", "1+2=3\n3*4=11\n#### 11"
+    assert contrast_view(chosen, rejected, "divergence") == ("1+2=3\n", "3*4=12\n#### 12", "3*4=11\n#### 11")
+    # a shared start inside the first step is no shared step: whole paths
+    assert contrast_view("1+2=3\n#### 3", "1+2=4\n#### 4", "divergence") == ("", "1+2=3\n#### 3", "1+2=4\n#### 4")
+    assert contrast_view(chosen, rejected, "path") == ("", chosen, rejected)
+    with pytest.raises(ValueError, match="contrast"):
+        contrast_view(chosen, rejected, "prefix")

@@ -39,9 +39,11 @@ def test_nll_drop_reward_on_hand_made_numbers():
     assert learnability_reward(before, after, has).tolist() == [0.5, 0.0, 0.5, 0.0, 0.0]
 
 
-def test_heldout_reward_is_the_cosine_and_its_minimum_without_a_target():
-    cos = np.array([0.4, -0.2, 1.3, 0.9])
-    assert heldout_alignment_reward(cos, np.array([True, True, True, False])).tolist() == [0.4, -0.2, 1.0, -1.0]
+def test_heldout_reward_is_the_cosine_and_the_rounds_lowest_without_a_target():
+    cos = np.array([0.4, -0.2, 1.3, 0.9, np.nan])
+    has = np.array([True, True, True, False, False])
+    assert heldout_alignment_reward(cos, has).tolist() == [0.4, -0.2, 1.0, -0.2, -0.2]
+    assert heldout_alignment_reward(cos[:2], np.array([False, False])).tolist() == [-1.0, -1.0]
 
 
 def test_gradient_cosines_match_autograd_per_sample():

@@ -82,6 +82,21 @@ def test_sequence_logprobs_ignore_padding_and_batch_company(trained):
     trained.model.zero_grad(set_to_none=True)
 
 
+def test_a_given_start_conditions_but_is_not_scored(trained):
+    """Summed log-probs of two paths that share their first step differ exactly by their continuations'
+    log-probs given that step: the shared step cancels, which is what `lada.contrast=divergence` relies on."""
+    prompt, step = "12+7=", "2+7+0=09|\n"
+    a, b = "#### 19", "#### 91"
+    full, _ = trained.sequence_logprobs([prompt] * 2, [step + a, step + b])
+    rest, counts = trained.sequence_logprobs([prompt] * 2, [a, b], given=[step] * 2)
+    alone, alone_counts = trained.sequence_logprobs([prompt] * 2, [a, b])
+    assert counts.tolist() == alone_counts.tolist()  # only the continuation (+ eos) is scored
+    assert (full[0] - full[1]).item() == pytest.approx((rest[0] - rest[1]).item(), abs=1e-4)
+    assert rest[0].item() != pytest.approx(alone[0].item(), abs=1e-4)  # ... and it is conditioned on the step
+    with pytest.raises(ValueError, match="given"):
+        trained.sequence_logprobs([prompt], [a], given=[])
+
+
 def test_only_completion_tokens_are_counted():
     lm = load_model(ModelConfig(name="tiny-llama-s-chunk"))
     completion = "3+0+1=04|#### 432"  # chunk tokens: 3 +0 +1= 0 4 | "#### " 4 3 2

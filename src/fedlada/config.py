@@ -146,7 +146,7 @@ class LadaConfig(_Strict):
     )
     reward: Literal["heldout", "nll_drop"] = Field(
         "heldout", description="heldout: each pick's gradient cosine with the learner's loss on its held-out own "
-        "data (its first-order share of that loss's change), -1 for a pick with nothing to learn; nll_drop: "
+        "data (its first-order share of that loss's change), the round's lowest for a pick with nothing to learn; nll_drop: "
         "relative NLL drop on the pick's own path (ablation)"
     )
     loss: Literal["dard", "sft"] = "dard"
@@ -164,6 +164,10 @@ class LadaConfig(_Strict):
     )
     embedding_dim: int = Field(16, gt=0, description="random projection of question embeddings")
     student_temperature: float = Field(0.0, ge=0, description="learner paths (rejected side); 0 = greedy")
+    contrast: Literal["path", "divergence"] = Field(
+        "path", description="what DARD's contrastive term scores: whole paths, or (a remedy) only the steps "
+        "after the first line where the chosen and rejected paths differ"
+    )
 
 
 class FedMKTConfig(_Strict):

@@ -61,6 +61,7 @@ def dard_objective(
     length_normalize: bool = False,
     anchor: float = 0.0,
     anchor_ref: tuple[torch.Tensor, torch.Tensor] | None = None,
+    sft_logps: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """`L = dard_loss + lam * NLL(y+) / |y+|` per example (LaDa's DARD), and training statistics.
 
@@ -74,6 +75,8 @@ def dard_objective(
       may hold anything (zeros, NaN) and only the SFT term counts for it. Placeholders are replaced
       before any arithmetic, so a NaN placeholder cannot leak into the gradient.
     - `ref=None` is reference-free DARD (zeros for the reference).
+    - `sft_logps = (log pi(y+), tokens)` of the whole chosen path, where `policy.chosen` scores only a
+      part of it (`lada.contrast=divergence`); default `policy.chosen`.
     - `length_normalize` divides each of pc, pr, rc, rr by its own token count, making the margin a
       per-token log-ratio. Measured here: summed margins of 133-230 nats on the client's own wrong
       paths, where `-logsigmoid(beta m)` is ~0 and the contrastive gradient vanishes; per-token margins
@@ -104,7 +107,8 @@ def dard_objective(
         drop = (clean(*anchor_ref, False) - pc).clamp(min=0)
         rc = rc + anchor * drop  # margin - anchor * drop, through the reference side of the margin
     contrastive = torch.where(mask, dard_loss(pc, pr, rc, rr, beta, label_smoothing), 0.0)
-    sft = -policy.chosen / policy.chosen_tokens
+    sft_lp, sft_tokens = sft_logps if sft_logps is not None else (policy.chosen, policy.chosen_tokens)
+    sft = -sft_lp / sft_tokens
     loss = contrastive + lam * sft
 
     with torch.no_grad():

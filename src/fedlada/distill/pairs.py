@@ -12,6 +12,7 @@ Direction-agnostic: for the up direction (client -> server) the caller passes th
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -74,3 +75,21 @@ def local_pairs(
         Pair(ex.id, ex.prompt, ex.solution, path if path is not None and not ok else None)
         for ex, path, ok in zip(examples, learner_paths, learner_correct)
     ]
+
+
+def contrast_view(chosen: str, rejected: str, contrast: str) -> tuple[str, str, str]:
+    """`(given, chosen_rest, rejected_rest)`: what DARD's contrastive term scores of a pair, after `given`.
+
+    `contrast="path"`: whole paths (given is empty). `contrast="divergence"` (a remedy): both paths
+    start with the steps (lines) they share, and those steps are given, not scored. Why: with per-token
+    margins a shared prefix does not cancel (it is weighted 1/|y+| on one side and 1/|y-| on the other),
+    so a rejected path shorter than the chosen one lowers the likelihood of the correct steps it shares.
+    Cut at a line boundary so that each side tokenizes the given steps and the rest separately, as it
+    would tokenize lines anyway."""
+    if contrast == "path":
+        return "", chosen, rejected
+    if contrast != "divergence":
+        raise ValueError(f"contrast: expected 'path' or 'divergence', got {contrast!r}")
+    shared = os.path.commonprefix([chosen, rejected])
+    cut = shared.rfind("\n") + 1  # 0: no whole step is shared
+    return chosen[:cut], chosen[cut:], rejected[cut:]

@@ -16,6 +16,7 @@ import torch
 
 from fedlada.config import LadaConfig, TrainConfig
 from fedlada.distill.dard import PathLogps, dard_objective
+from fedlada.distill.pairs import contrast_view
 from fedlada.models.training import GRAD_CLIP, make_optimizer
 from fedlada.seeding import derive_seed
 
@@ -23,10 +24,17 @@ TextPair = tuple[str, str, "str | None"]  # (prompt, chosen, rejected or None fo
 Ref = tuple[float, int, float, int]  # (chosen logp, chosen tokens, rejected logp, rejected tokens)
 
 
-def _frozen_refs(lm, pairs: list[TextPair], batch_size: int = 256) -> list[Ref]:
-    prompts = [p[0] for p in pairs]
-    c, cn = lm.sequence_logprobs(prompts, [p[1] for p in pairs], batch_size=batch_size)
-    r, rn = lm.sequence_logprobs(prompts, [p[2] or "" for p in pairs], batch_size=batch_size)
+def contrast_views(pairs: list[TextPair], contrast: str) -> list[tuple[str, str, str]]:
+    """Per pair, `(given, chosen, rejected)` as the contrastive term scores them (`lada.contrast`); an
+    SFT-only pair (no rejected path) is scored whole."""
+    return [contrast_view(c, r, contrast) if r is not None else ("", c, "") for _, c, r in pairs]
+
+
+def _frozen_refs(lm, pairs: list[TextPair], contrast: str, batch_size: int = 256) -> list[Ref]:
+    prompts, views = [p[0] for p in pairs], contrast_views(pairs, contrast)
+    given = [v[0] for v in views]
+    c, cn = lm.sequence_logprobs(prompts, [v[1] for v in views], batch_size=batch_size, given=given)
+    r, rn = lm.sequence_logprobs(prompts, [v[2] for v in views], batch_size=batch_size, given=given)
     return [(float(a), int(b), float(x), int(y)) for a, b, x, y in zip(c, cn, r, rn)]
 
 
@@ -35,7 +43,8 @@ def train_dard(lm, pairs: list[TextPair], refs: list[Ref | None] | None, local: 
     """`cfg.sized(n).steps` AdamW steps on the DARD objective over exchanged + local pairs; returns the phase's stats.
 
     `refs[i]` is the teacher reference of `pairs[i]` (None where the pair has no rejected path or
-    where the caller has none); missing references are the frozen learner's, or zeros for `ref=none`.
+    where the caller has none), computed on `contrast_views(pairs, lada.contrast)`; missing references
+    are the frozen learner's, or zeros for `ref=none`. The SFT term always scores the whole chosen path.
     """
     allpairs = list(pairs) + list(local)
     cfg = cfg.sized(len(allpairs))
@@ -47,7 +56,7 @@ def train_dard(lm, pairs: list[TextPair], refs: list[Ref | None] | None, local: 
     need = [] if lada.ref == "none" else [i for i, r in enumerate(refs) if r is None or lada.ref == "self"]
     if lada.anchor > 0:
         need = list(range(len(allpairs)))  # the anchor needs the frozen learner on every chosen path
-    frozen = dict(zip(need, _frozen_refs(lm, [allpairs[i] for i in need]))) if need else {}
+    frozen = dict(zip(need, _frozen_refs(lm, [allpairs[i] for i in need], lada.contrast))) if need else {}
     if lada.ref == "none":
         table = [(0.0, 1, 0.0, 1)] * len(allpairs)
     else:
@@ -58,6 +67,8 @@ def train_dard(lm, pairs: list[TextPair], refs: list[Ref | None] | None, local: 
                                 device=lm.device)
     ref_t = torch.tensor([[r[0], r[1], r[2], r[3]] for r in table], dtype=torch.float32, device=lm.device)
     has_rej = torch.tensor([p[2] is not None for p in allpairs], device=lm.device)
+    views = contrast_views(allpairs, lada.contrast)
+    split = lada.contrast != "path"  # then the contrastive chosen side is not the whole path the SFT term needs
 
     opt, sched = make_optimizer(lm, cfg)
     params = [p for group in opt.param_groups for p in group["params"]]
@@ -71,13 +82,17 @@ def train_dard(lm, pairs: list[TextPair], refs: list[Ref | None] | None, local: 
                 pool += torch.randperm(len(allpairs), generator=gen).tolist()
             idx, pool = pool[: cfg.batch_size], pool[cfg.batch_size :]
             batch = [allpairs[i] for i in idx]
+            view = [views[i] for i in idx]
             prompts = [p[0] for p in batch]
-            pc, pcn = lm.sequence_logprobs(prompts, [p[1] for p in batch], batch_size=len(batch), grad=True)
+            pc, pcn = lm.sequence_logprobs(prompts, [v[1] for v in view], batch_size=len(batch), grad=True,
+                                           given=[v[0] for v in view])
+            sft = lm.sequence_logprobs(prompts, [p[1] for p in batch], batch_size=len(batch), grad=True) if split else None
             rej = [i for i, p in enumerate(batch) if p[2] is not None]
             pr = torch.zeros_like(pc)
             prn = torch.ones_like(pcn)
             if rej:
-                lp, n = lm.sequence_logprobs([prompts[i] for i in rej], [batch[i][2] for i in rej], batch_size=len(rej), grad=True)
+                lp, n = lm.sequence_logprobs([prompts[i] for i in rej], [view[i][2] for i in rej], batch_size=len(rej),
+                                             grad=True, given=[view[i][0] for i in rej])
                 pos = torch.tensor(rej, device=lm.device)
                 pr = pr.index_put((pos,), lp)
                 prn = prn.index_put((pos,), n)
@@ -86,7 +101,7 @@ def train_dard(lm, pairs: list[TextPair], refs: list[Ref | None] | None, local: 
                 PathLogps(pc, pcn, pr, prn), PathLogps(r[:, 0], r[:, 1], r[:, 2], r[:, 3]), has_rej[idx],
                 beta=lada.beta, lam=lada.lambda_, label_smoothing=lada.label_smoothing,
                 length_normalize=lada.length_normalize, anchor=lada.anchor,
-                anchor_ref=None if anchor_t is None else (anchor_t[idx, 0], anchor_t[idx, 1]),
+                anchor_ref=None if anchor_t is None else (anchor_t[idx, 0], anchor_t[idx, 1]), sft_logps=sft,
             )
             loss = loss.mean()
             loss.backward()

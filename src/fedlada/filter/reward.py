@@ -7,7 +7,7 @@
   the picks' gradients along that direction, so the cosine credits each pick with its part of it and
   ranks picks by what they do for the learner's own task (LESS, Xia et al. 2024, uses the same
   alignment for targeted selection). In [-1, 1]; a pick that pulls away from the own task scores
-  below zero, one with nothing to learn (a wrong teacher path) -1. The realised drop of the held-out loss over the update is logged next to it.
+  below zero, one with nothing to learn (a wrong teacher path) as low as the round's worst pick. The realised drop of the held-out loss over the update is logged next to it.
 - `nll_drop` (ablation, the first version): the relative drop of the learner's per-token NLL on the
   pick's correct path, `clip((before - after) / before, 0, 1)`. It pays for absorbing *any* path, and
   a small learner's NLL is lowest on its own domain, so it pays most for the samples that help least.
@@ -29,11 +29,16 @@ def learnability_reward(nll_before: np.ndarray, nll_after: np.ndarray, has_targe
 
 
 def heldout_alignment_reward(cosines: np.ndarray, has_target: np.ndarray) -> np.ndarray:
-    """`lada.reward=heldout`: each pick's gradient cosine with the learner's held-out own-task loss;
-    -1, the reward's minimum, where the pick has no correct path to learn from. Why the minimum: such a
-    pick trains nothing and spends budget, and at 0 it would out-score every pick that pulls slightly
-    away from the own task, so the filter would learn to pick wrong teacher paths (measured: 178 of a
-    client's 300 picks in round 2 of `standard`, seed 0, with 0)."""
+    """`lada.reward=heldout`: each pick's gradient cosine with the learner's held-out own-task loss; a pick
+    with no correct path to learn from gets the round's lowest cosine (-1 if no pick has one).
+
+    Why the round's lowest and not a fixed -1: such a pick trains nothing and spends budget, so it must
+    not out-score the picks that pull slightly away from the own task (at 0 it would, and the filter
+    learned to pick wrong teacher paths: 178 of a client's 300 picks in round 2 of `standard`, seed 0).
+    But the cosines that matter, own-domain against other picks, differ by a few hundredths, and a -1
+    next to them makes "the teacher path is correct" the only thing the filter's regression can see."""
     cos = np.asarray(cosines, dtype=np.float64)
     valid = np.asarray(has_target, dtype=bool) & np.isfinite(cos)
-    return np.where(valid, np.clip(cos, -1.0, 1.0), -1.0)
+    cos = np.clip(np.where(valid, cos, 0.0), -1.0, 1.0)
+    floor = cos[valid].min() if valid.any() else -1.0
+    return np.where(valid, cos, floor)

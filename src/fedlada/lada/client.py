@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 
 from fedlada.data.answers import is_correct
+from fedlada.distill.trainer import contrast_views
 from fedlada.federation.participants import Client, client_handler
 from fedlada.lada.messages import Candidates, PairOffer, PickReport, References, RefRequest, SelectionReport, UpOffer
 from fedlada.lada.transfer import (
@@ -58,8 +59,11 @@ def on_candidates(client: Client, msg: Candidates) -> PairOffer:
     # stays on the client (its pair then takes the frozen learner as reference), never in a message.
     needs_reference = []
     if lada.ref == "teacher":
-        needs_reference = [RefRequest(sid, *pair) for sid, pair in zip(pending.pair_ids(), pairs) if pair[2] is not None]
-        private = client.private_matches([r.rejected for r in needs_reference])
+        views = contrast_views(pairs, lada.contrast)  # the reference must score what the learner's term scores
+        needs_reference = [RefRequest(sid, pair[0], chosen, rejected, given)
+                           for sid, pair, (given, chosen, rejected) in zip(pending.pair_ids(), pairs, views)
+                           if pair[2] is not None]
+        private = client.private_matches([r.given + r.rejected for r in needs_reference])
         values["lada/withheld_private"] = float(sum(hit is not None for hit in private))
         needs_reference = [r for r, hit in zip(needs_reference, private) if hit is None]
     reply = PairOffer(needs_reference, values=values)

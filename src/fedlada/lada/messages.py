@@ -33,12 +33,14 @@ class Candidate:
 
 @dataclass
 class RefRequest:
-    """A DARD pair whose reference log-probs the server computes with its own model."""
+    """A DARD pair whose reference log-probs the server computes with its own model: of `chosen` and
+    `rejected` after `given`, the steps both paths share (`lada.contrast=divergence`; else empty)."""
 
     sample_id: str
     prompt: str
     chosen: str
     rejected: str
+    given: str = ""
 
 
 @dataclass

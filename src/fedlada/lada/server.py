@@ -84,8 +84,9 @@ class Lada:
         if not requests:
             return []
         bs, prompts = self.cfg.runtime.eval_batch_size, [r.prompt for r in requests]
-        c_lp, c_n = server.lm.sequence_logprobs(prompts, [r.chosen for r in requests], batch_size=bs)
-        r_lp, r_n = server.lm.sequence_logprobs(prompts, [r.rejected for r in requests], batch_size=bs)
+        given = [r.given for r in requests]
+        c_lp, c_n = server.lm.sequence_logprobs(prompts, [r.chosen for r in requests], batch_size=bs, given=given)
+        r_lp, r_n = server.lm.sequence_logprobs(prompts, [r.rejected for r in requests], batch_size=bs, given=given)
         return [Reference(r.sample_id, float(a), int(b), float(c), int(d))
                 for r, a, b, c, d in zip(requests, c_lp.cpu(), c_n.cpu(), r_lp.cpu(), r_n.cpu())]
 

@@ -156,14 +156,18 @@ class LM:
 
     # ---------------------------------------------------------------- scoring
 
-    def _encode_pairs(self, prompts: list[str], completions: list[str]) -> tuple[list[torch.Tensor], list[int]]:
-        """Token sequences and, per sequence, the index of its first completion token."""
-        if len(prompts) != len(completions):
-            raise ValueError(f"{len(prompts)} prompts for {len(completions)} completions")
+    def _encode_pairs(self, prompts: list[str], completions: list[str],
+                      given: list[str] | None = None) -> tuple[list[torch.Tensor], list[int]]:
+        """Token sequences and, per sequence, the index of its first scored token. `given[i]`, a start of
+        the completion that is conditioned on but not scored, is tokenized on its own, like the prompt."""
+        if len(prompts) != len(completions) or (given is not None and len(given) != len(prompts)):
+            raise ValueError(f"{len(prompts)} prompts for {len(completions)} completions"
+                             + ("" if given is None else f" and {len(given)} given starts"))
+        given_ids = self._token_ids(given) if given is not None else [[] for _ in prompts]
         seqs, starts = [], []
-        for p, c in zip(self._token_ids(prompts), self._token_ids(completions), strict=True):
-            seqs.append(torch.tensor([self.bos_id, *p, *c, self.eos_id]))
-            starts.append(1 + len(p))
+        for p, g, c in zip(self._token_ids(prompts), given_ids, self._token_ids(completions), strict=True):
+            seqs.append(torch.tensor([self.bos_id, *p, *g, *c, self.eos_id]))
+            starts.append(1 + len(p) + len(g))
         self._check_length(max(map(len, seqs), default=0))
         return seqs, starts
 
@@ -196,13 +200,14 @@ class LM:
         return sums, torch.bincount(rows, minlength=len(seqs))
 
     def sequence_logprobs(self, prompts: list[str], completions: list[str], *, batch_size: int = 256,
-                          grad: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-        """`(sum of log p(completion tokens + eos | prompt), number of those tokens)` per pair, on `device`.
+                          grad: bool = False, given: list[str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """`(sum of log p(completion tokens + eos | prompt [+ given]), number of those tokens)` per pair, on
+        `device`. `given` (optional, per pair): text the completion continues, conditioned on, not scored.
 
         With `grad=True` the sums carry autograd (for SFT and DARD losses) and batches follow the input
         order; otherwise it runs under inference mode, batches sorted by length to limit padding.
         """
-        seqs, starts = self._encode_pairs(prompts, completions)
+        seqs, starts = self._encode_pairs(prompts, completions, given)
         if not seqs:
             return torch.zeros(0, device=self.device), torch.zeros(0, dtype=torch.long, device=self.device)
         if grad:
