@@ -125,9 +125,13 @@ def choose(learner, selector, offered: list[Offered], budget: int, round_: int) 
 
     own = np.array([o.own_domain for o in offered], dtype=bool)
     aux = {"learner_nll": learner_nll}
+    greedy: dict[int, tuple[str, bool]] = {}  # the oracle's look at the learner's greedy paths
     if lada.filter == "oracle":
+        greedy = _greedy_paths(learner, offered, own)
+        wrong = np.zeros(len(offered), dtype=bool)
+        wrong[list(greedy)] = [not ok for _, ok in greedy.values()]
         aux.update(own_domain=own, teacher_correct=np.array([o.path_correct for o in offered], dtype=bool),
-                   learner_wrong=_learner_wrong(learner, offered, own))
+                   learner_wrong=wrong)
     start = time.perf_counter()
     sel: Selection = selector.select(phi, budget, aux=aux)
     t_select = time.perf_counter() - start
@@ -135,6 +139,8 @@ def choose(learner, selector, offered: list[Offered], budget: int, round_: int) 
 
     own_paths = {i: (offered[i].learner_path, offered[i].learner_correct) for i in chosen
                  if offered[i].learner_path is not None}
+    if lada.student_temperature == 0:  # the rejected side is the greedy path: reuse what the oracle generated
+        own_paths.update({i: greedy[i] for i in chosen if i in greedy and i not in own_paths})
     missing = [i for i in chosen if i not in own_paths]
     paths = lm.generate([prompts[i] for i in missing], run.round.max_new_tokens, temperature=lada.student_temperature,
                         batch_size=bs, seed=derive_seed(run.seed, learner.name, "student-paths", round_))
@@ -150,15 +156,14 @@ def choose(learner, selector, offered: list[Offered], budget: int, round_: int) 
     return Pending(round_, picks), stats
 
 
-def _learner_wrong(learner, offered: list[Offered], own: np.ndarray) -> np.ndarray:
-    """For the oracle: which own-domain candidates with a correct path the learner gets wrong (its greedy path)."""
+def _greedy_paths(learner, offered: list[Offered], own: np.ndarray) -> dict[int, tuple[str, bool]]:
+    """For the oracle: the learner's greedy path, and whether it is right, on each own-domain candidate with
+    a correct teacher path (it puts the learner-wrong ones first)."""
     run = learner.run
     rows = [i for i, o in enumerate(offered) if own[i] and o.path_correct]
     guesses = learner.lm.generate([offered[i].prompt for i in rows], run.round.max_new_tokens,
                                   batch_size=run.runtime.eval_batch_size)
-    wrong = np.zeros(len(offered), dtype=bool)
-    wrong[rows] = [not is_correct(g, offered[i].answer) for g, i in zip(guesses, rows)]
-    return wrong
+    return {i: (g, is_correct(g, offered[i].answer)) for g, i in zip(guesses, rows)}
 
 
 def own_data_pairs(learner, n_exchanged: int, round_: int) -> list[tuple[str, str, str | None]]:
