@@ -97,3 +97,35 @@ def test_the_lada_package_imports_on_its_own():
 
     code = "from fedlada.lada import with_lada; import fedlada.hosts as h; assert 'distill+lada' in h.HOSTS"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
+
+
+def test_heldout_contrast_credits_each_pick_along_the_heldout_minus_pool_direction():
+    """`lada.reward=heldout_contrast`: cos(grad of the pick, unit held-out gradient - unit pool gradient), by
+    hand; `heldout` is the plain held-out cosine; a pick without a correct path is not measured (cosine 0)."""
+    from types import SimpleNamespace
+
+    from fedlada.data.types import Example
+    from fedlada.lada.transfer import Pending, Pick, reward_probe
+
+    lm = load_model(ModelConfig(name="tiny-llama-xs"), device="cpu", seed=3)
+    held = [Example("h0", "11+11=", "1+1+0=02|1+1+0=02|#### 22", "22", "add")]
+    pool = [("5*7=", "#### 35"), ("90-12=", "#### 78"), ("12+34=", "2+4+0=06|1+3+0=04|#### 46")]
+    picks = [Pick(f"p{i}", prompt, path, ok, None, False, False, [], 0.0, 0.0, 0.0, 1.0)
+             for i, (prompt, path, ok) in enumerate([("12+34=", "2+4+0=06|1+3+0=04|#### 46", True),
+                                                     ("5*7=", "#### 35", True), ("9-1=", "#### 8", False)])]
+    runtime = SimpleNamespace(eval_batch_size=8)
+    learner = SimpleNamespace(lm=lm, heldout=held, name="client-0", run=SimpleNamespace(runtime=runtime))
+    pending = Pending(1, picks, pool=pool)
+
+    def grad(prompts, paths):
+        return lm.loss_gradient(prompts, paths)
+
+    g_held, g_pool = grad(["11+11="], [held[0].solution]), grad([p for p, _ in pool], [c for _, c in pool])
+    for kind, direction in (("heldout", g_held), ("heldout_contrast", g_held / g_held.norm() - g_pool / g_pool.norm())):
+        probe = reward_probe(kind, learner, pending)
+        for j in (0, 1):
+            g = grad([picks[j].prompt], [picks[j].path])
+            assert probe.cosines[j] == pytest.approx(float(torch.nn.functional.cosine_similarity(g, direction, dim=0)),
+                                                     abs=1e-5)
+        assert probe.cosines[2] == 0.0
+    assert Pending.from_tree(pending.to_tree()) == pending  # the pool sample survives the state round trip

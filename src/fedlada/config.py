@@ -144,10 +144,12 @@ class LadaConfig(_Strict):
     filter: Literal["eenet", "random", "loss", "oracle", "none"] = Field(
         "eenet", description="oracle: an upper bound that reads the samples' domain labels (never a real filter)"
     )
-    reward: Literal["heldout", "nll_drop"] = Field(
+    reward: Literal["heldout", "heldout_contrast", "nll_drop"] = Field(
         "heldout", description="heldout: each pick's gradient cosine with the learner's loss on its held-out own "
-        "data (its first-order share of that loss's change), the round's lowest for a pick with nothing to learn; nll_drop: "
-        "relative NLL drop on the pick's own path (ablation)"
+        "data (its first-order share of that loss's change), the round's lowest for a pick with nothing to learn; "
+        "heldout_contrast: the cosine with (unit held-out gradient - unit mean gradient of the offered pool), "
+        "what a pick does for the own task beyond the average candidate; nll_drop: relative NLL drop on the "
+        "pick's own path (ablation)"
     )
     loss: Literal["dard", "sft"] = "dard"
     ref: Literal["teacher", "self", "none"] = "teacher"

@@ -32,6 +32,7 @@ from fedlada.filter.reward import heldout_alignment_reward, learnability_reward
 from fedlada.seeding import derive_seed
 
 OWN_DATA_SAMPLE = 512  # own prompts used for the domain centroid
+POOL_SAMPLE = 256  # offered correct paths whose mean gradient is `heldout_contrast`'s reference direction
 
 
 @dataclass
@@ -75,6 +76,7 @@ class Pending:
     round: int
     picks: list[Pick]
     local: list[tuple[str, str, str | None]] = field(default_factory=list)  # own-data pairs
+    pool: list[tuple[str, str]] = field(default_factory=list)  # a sample of the offered correct (prompt, path)s
 
     def pairs(self) -> list[TextPair]:
         """DARD pairs of the picks: teacher right -> (its path, the learner's wrong path or None); teacher
@@ -87,11 +89,13 @@ class Pending:
         return [p.sample_id for p in self.picks if p.path_correct]
 
     def to_tree(self) -> dict:
-        return {"round": self.round, "picks": [asdict(p) for p in self.picks], "local": [list(p) for p in self.local]}
+        return {"round": self.round, "picks": [asdict(p) for p in self.picks], "local": [list(p) for p in self.local],
+                "pool": [list(p) for p in self.pool]}
 
     @classmethod
     def from_tree(cls, tree: dict) -> Pending:
-        return cls(int(tree["round"]), [Pick(**p) for p in tree["picks"]], [tuple(p) for p in tree["local"]])
+        return cls(int(tree["round"]), [Pick(**p) for p in tree["picks"]], [tuple(p) for p in tree["local"]],
+                   [tuple(p) for p in tree.get("pool", [])])
 
 
 def selector_for(run: RunConfig, state: dict | None, who: str, key: str):
@@ -153,7 +157,12 @@ def choose(learner, selector, offered: list[Offered], budget: int, round_: int) 
     stats = {"seconds/features": t_features, "seconds/filter": t_select,
              "lada/own_share": float(own[chosen].mean()) if chosen else 0.0, "lada/own_base_rate": float(own.mean()),
              "lada/learner_correct": float(np.mean([p.learner_correct for p in picks])) if picks else 0.0}
-    return Pending(round_, picks), stats
+    pool = []
+    if lada.reward == "heldout_contrast":
+        correct = [i for i, o in enumerate(offered) if o.path_correct]
+        rng = random.Random(derive_seed(run.seed, learner.name, "reward-pool", round_))
+        pool = [(prompts[i], offered[i].path) for i in sorted(rng.sample(correct, min(POOL_SAMPLE, len(correct))))]
+    return Pending(round_, picks, pool=pool), stats
 
 
 def _greedy_paths(learner, offered: list[Offered], own: np.ndarray) -> dict[int, tuple[str, bool]]:
@@ -205,12 +214,17 @@ def _heldout(learner) -> tuple[list[str], list[str]]:
 
 
 def reward_probe(kind: str, learner, pending: Pending) -> RewardProbe:
+    """The pick cosines of a held-out reward: with the held-out loss gradient (`heldout`), or with the unit
+    held-out gradient minus the unit mean gradient of the offered pool (`heldout_contrast`; filter/reward.py)."""
     if kind == "nll_drop":
         return RewardProbe(kind)
     if not getattr(learner, "heldout", None):
-        raise ValueError(f"{learner.name}: lada.reward=heldout needs a held-out slice (data.client_heldout > 0)")
+        raise ValueError(f"{learner.name}: lada.reward={kind} needs a held-out slice (data.client_heldout > 0)")
     lm, heldout = learner.lm, _heldout(learner)
     direction = lm.loss_gradient(*heldout)
+    if kind == "heldout_contrast" and pending.pool:
+        pool = lm.loss_gradient([p for p, _ in pending.pool], [c for _, c in pending.pool])
+        direction = direction / direction.norm().clamp(min=1e-12) - pool / pool.norm().clamp(min=1e-12)
     cosines = np.zeros(len(pending.picks))
     rows = [j for j, p in enumerate(pending.picks) if p.path_correct]
     cosines[rows] = lm.gradient_cosines([pending.picks[j].prompt for j in rows], [pending.picks[j].path for j in rows],
@@ -223,7 +237,7 @@ def rewards(probe: RewardProbe, learner, pending: Pending) -> tuple[np.ndarray, 
     """Per pick, the reward of `probe.kind` (filter/reward.py), and the scalars to log."""
     has_target = np.array([p.path_correct for p in pending.picks], dtype=bool)
     bs = learner.run.runtime.eval_batch_size
-    if probe.kind == "heldout":
+    if probe.kind != "nll_drop":
         after = float(per_token_nll(learner.lm, *_heldout(learner), bs).mean())
         return heldout_alignment_reward(probe.cosines, has_target), {
             "lada/heldout_nll_before": probe.heldout_before, "lada/heldout_nll_after": after}
