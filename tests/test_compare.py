@@ -517,3 +517,22 @@ def test_write_compare_puts_the_check_on_top_and_the_oracle_gap_in(tmp_path, tin
     assert "- (a) transfer helps: FAIL, `distill` − `standalone`, final client own (points): seed 0 -5.0, seed 1 -5.0" in md
     assert "- transfer phases: 5 steps (batch 16)" in md
     assert "Oracle gap recovered (`distill+lada`)" in md and "| `distill+lada` | 2 | 67 ± 0 | 67 | 67 |" in md
+
+
+def test_own_share_summary_takes_the_lowest_cell_from_round_two_against_its_base_rate():
+    def lada_rows(cells):  # {(client, round): (share, base)}
+        return [{"round": t, "participant": c, "role": "client", "split": "local_test", "accuracy": 0.5, "n": 10,
+                 "bytes_sent": 0, "bytes_received": 0, "lada/own_share": share, "lada/own_base_rate": base}
+                for (c, t), (share, base) in cells.items()]
+
+    seed0 = {("client-0", 1): (0.1, 0.3), ("client-0", 2): (0.9, 0.3), ("client-1", 2): (0.45, 0.3),
+             ("client-1", 3): (0.6, 0.3)}
+    rows = lada_rows(seed0)
+    assert len(cmp.own_shares(rows + rows)) == 4  # one cell per (client, round), however many splits
+    results = {"distill": {"runs": [{"seed": 0, "own_shares": []}]},
+               "distill+lada": {"runs": [{"seed": 0, "own_shares": cmp.own_shares(rows)}]}}
+    summary = cmp.own_share_summary(results)
+    assert list(summary) == ["distill+lada"]  # no filter, no row
+    (cell,) = summary["distill+lada"]
+    assert cell["min_share"] == pytest.approx(0.45) and cell["min_ratio"] == pytest.approx(1.5)  # round 1 ignored
+    assert (cell["reached"], cell["cells"]) == (2, 3)

@@ -409,6 +409,7 @@ def run_values(rows: list[dict]) -> dict:
         "bytes_per_round": sum(exchange) / len(exchange) if exchange else None,
         "bytes_by_round": [by_round.get(t, 0) for t in rounds],
         "clients_own": {c: own[c] for c in clients if c in own},
+        "own_shares": own_shares(rows),
         "round0": round_zero(rows),
         "per_round": {
             "round": rounds,
@@ -417,6 +418,50 @@ def run_values(rows: list[dict]) -> dict:
             "server_global": [mean_accuracy(rows, t, "server", "global_test") for t in rounds],
         },
     }
+
+
+def own_shares(rows: list[dict]) -> list[dict]:
+    """LaDa's down picks per (client, round): the share from the client's own domains and that share in
+    the candidate pool (`lada/own_share`, `lada/own_base_rate`); empty for runs without a filter."""
+    seen = {}
+    for r in rows:
+        if r["role"] == "client" and "lada/own_share" in r:
+            seen[(r["participant"], r["round"])] = {"client": r["participant"], "round": r["round"],
+                                                    "share": r["lada/own_share"], "base": r["lada/own_base_rate"]}
+    return list(seen.values())
+
+
+def own_share_summary(results: dict, from_round: int = 2, factor: float = 2.0) -> dict:
+    """Per LaDa variant and seed, from `from_round` on: the lowest own-domain share over (client, round) cells
+    as a multiple of the pool's base rate, and how many cells reach `factor` times it. Why the lowest: the
+    bar a domain-adaptive filter must clear is for every client, not on average."""
+    out = {}
+    for label, entry in results.items():
+        per_seed = []
+        for run in entry["runs"]:
+            cells = [c for c in run.get("own_shares", []) if c["round"] >= from_round and c["base"] > 0]
+            if cells:
+                ratios = [c["share"] / c["base"] for c in cells]
+                per_seed.append({"seed": run["seed"], "min_ratio": min(ratios), "min_share": min(c["share"] for c in cells),
+                                 "reached": sum(x >= factor for x in ratios), "cells": len(cells),
+                                 "base": statistics.fmean(c["base"] for c in cells)})
+        if per_seed:
+            out[label] = per_seed
+    return out
+
+
+def own_share_grid(summary: dict, code: bool = False) -> tuple[list[str], list[list[str]]]:
+    q = "`" if code else ""
+    seeds = sorted({p["seed"] for rows in summary.values() for p in rows})
+    header = ["variant"] + [f"seed {s}" for s in seeds]
+    body = []
+    for label, rows in summary.items():
+        by_seed = {p["seed"]: p for p in rows}
+        body.append([f"{q}{label}{q}"] + [
+            "–" if s not in by_seed else
+            f"{by_seed[s]['min_share']:.2f} ({by_seed[s]['min_ratio']:.1f}× base {by_seed[s]['base']:.2f}); "
+            f"{by_seed[s]['reached']}/{by_seed[s]['cells']} ≥ 2×" for s in seeds])
+    return header, body
 
 
 def stat(values: list[Optional[float]]) -> dict:
@@ -898,6 +943,7 @@ def write_compare(
         "check": scenario_check(results, saved_configs(jobs)),
         "lada_vs_host": lada_vs_host(results),
         "oracle_gap": oracle_gap(results),
+        "own_shares": own_share_summary(results),
         "runs": {label: entry["runs"] for label, entry in results.items()},
         "missing": {label: entry["missing"] for label, entry in results.items() if entry["missing"]},
     }
@@ -952,6 +998,11 @@ def write_compare(
                   "client own accuracy, in % (100 = as good as the oracle filter, 0 = no better than random); first row: "
                   "the oracle's lead over random in points. – = no run, or no gap to scale by in that seed:", "",
                   markdown_table(*oracle_gap_grid(entry, code=True))]
+    if data["own_shares"]:
+        parts += ["", "Own-domain share of each LaDa variant's down picks from round 2 on, per seed: the lowest share over "
+                  "(client, round) cells, as a multiple of the candidate pool's own-domain share (its base rate), and how "
+                  "many cells reach twice the base rate:", "",
+                  markdown_table(*own_share_grid(data["own_shares"], code=True))]
     if plot and any(e["runs"] for e in results.values()):
         plot_compare(results, out / "compare_accuracy.png")
         parts += ["", "![accuracy per round per method](compare_accuracy.png)"]
