@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from fedlada.config import ModelConfig
-from fedlada.distill.align import Sparse, VocabMap, dtw_align, edit_distance, first_aligned, project, select_targets
+from fedlada.distill import align
+from fedlada.distill.align import (Sparse, dtw_align, edit_distance, first_aligned, nearest_ids, project, select_targets,
+                                   vocab_key, vocab_map)
 from fedlada.distill.kd import kd_losses
 from fedlada.hosts.fedmkt import knowledge, receive
 from fedlada.models import load_model
@@ -22,12 +24,51 @@ def test_edit_distance_reference_values():
     assert edit_distance("same", "same") == 0
 
 
-def test_vocab_map_exact_then_nearest_then_lowest_id():
-    vmap = VocabMap(["a", "b", "ab", "<eos>", "ab"])
-    assert vmap("ab") == 2  # exact match, first occurrence
-    assert vmap("abc") == 2  # one insertion away
-    assert vmap("x") == 0  # "a" and "b" both at distance 1: the lower id
-    assert vmap("<eo>") == 3
+def test_nearest_ids_exact_then_nearest_then_lowest_id():
+    vocab = ["a", "b", "ab", "<eos>", "ab"]
+    got = nearest_ids(["ab", "abc", "x", "<eo>", "b"], vocab)
+    # exact (first occurrence), one insertion away, "a" and "b" both at 1 (the lower id), nearest, exact
+    assert got.tolist() == [2, 2, 0, 3, 1]
+
+
+def _levenshtein(a, b):
+    """Textbook dynamic programme: the reference the library is checked against."""
+    prev = list(range(len(b) + 1))
+    for i, ca in enumerate(a, 1):
+        cur = [i]
+        for j, cb in enumerate(b, 1):
+            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
+        prev = cur
+    return prev[-1]
+
+
+def test_nearest_ids_matches_a_brute_force_minimum_with_lowest_id_ties(monkeypatch):
+    rng = random.Random(3)
+    words = lambda n: ["".join(rng.choice("ab c") for _ in range(rng.randint(0, 4))) for _ in range(n)]
+    vocab, tokens = words(40), words(60)  # short words over 4 letters: many ties and duplicates
+    monkeypatch.setattr(align, "_CHUNK_BYTES", 4 * len(vocab) * 7)  # 7 rows per chunk: several chunks
+    want = [min(range(len(vocab)), key=lambda j: (_levenshtein(t, vocab[j]), j)) for t in tokens]
+    assert nearest_ids(tokens, vocab, workers=2).tolist() == want
+    assert all(edit_distance(t, v) == _levenshtein(t, v) for t in tokens for v in vocab)
+
+
+def test_vocab_map_is_cached_per_pair_of_vocabularies(tmp_path, monkeypatch):
+    sender, receiver = ["the", " cat", "sat", "<eos>"], ["<pad>", "<eos>", "the", " ca", "t"]
+    first = vocab_map(sender, receiver, tmp_path)
+    assert first.tolist() == [2, 3, 4, 1] and first.dtype == np.int32  # "sat" -> "t": two deletions
+    (cached,) = (tmp_path / "vocab-maps").iterdir()
+    assert cached.name == f"{vocab_key(sender, receiver)}.npy"
+    monkeypatch.setattr(align, "nearest_ids", lambda *a, **k: pytest.fail("a cache hit computes nothing"))
+    np.testing.assert_array_equal(vocab_map(sender, receiver, tmp_path), first)
+    # any change to either vocabulary, or to which side is which, is another map
+    keys = {vocab_key(sender, receiver), vocab_key(sender, receiver[:-1]), vocab_key(sender + ["x"], receiver),
+            vocab_key(receiver, sender), vocab_key(["ab", "c"], ["x"]), vocab_key(["a", "bc"], ["x"])}
+    assert len(keys) == 6
+
+
+def test_nearest_ids_needs_a_vocabulary():
+    with pytest.raises(ValueError, match="empty"):
+        nearest_ids(["a"], [])
 
 
 def _brute_force_cost(a, b):

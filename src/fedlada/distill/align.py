@@ -4,54 +4,85 @@ Two models with different tokenizers see the same text as different token sequen
 different vocabularies. FedMKT bridges both gaps with edit distance:
 
 - vocabulary mapping: each token of the sender's vocabulary goes to the receiver's token with the
-  minimum edit distance to it (exact matches first; ties to the lowest receiver id);
+  minimum edit distance to it (exact matches first; ties to the lowest receiver id), built for the
+  whole sender vocabulary at once (`vocab_map`) and cached on disk, because between real vocabularies
+  (49,152 and 262,144 tokens) it is 10^10 distances;
 - token alignment: dynamic time warping over the two tokenizations of one text, with the edit distance
   between tokens as the local cost. Each receiver token takes the distribution of the first sender
   token aligned to it (the one whose prediction starts where it starts).
 
+Edit distances come from rapidfuzz (C++, bit-parallel, several threads), not from a Python loop.
 A distribution here is sparse: top-k ids and probabilities per token position (`Sparse`), so a mixture
 of several sources is just their columns side by side (duplicate ids add up in a cross-entropy).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
+from rapidfuzz import process
+from rapidfuzz.distance import Levenshtein
+
+_CHUNK_BYTES = 1 << 26  # distance rows computed at once: 64 MiB of int32, whatever the vocabulary size
 
 
-@lru_cache(maxsize=1 << 16)
 def edit_distance(a: str, b: str) -> int:
-    """Levenshtein distance (insert, delete, substitute, each cost 1)."""
-    if len(a) < len(b):
-        a, b = b, a
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i]
-        for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return prev[-1]
+    """Levenshtein distance (insert, delete, substitute, each cost 1) over code points."""
+    return Levenshtein.distance(a, b)
 
 
-class VocabMap:
-    """Sender token string -> receiver token id by minimum edit distance, memoised per string."""
+def nearest_ids(tokens: Sequence[str], vocab: Sequence[str], *, workers: int = -1) -> np.ndarray:
+    """Per token, the id in `vocab` at minimum edit distance from it, the lowest such id on ties (an
+    exact match is at distance 0, so it is the token's first occurrence in `vocab`).
 
-    def __init__(self, receiver_vocab: list[str]):
-        self.vocab = receiver_vocab
-        self.exact = {}
-        for i, tok in enumerate(receiver_vocab):
-            self.exact.setdefault(tok, i)
-        self.memo: dict[str, int] = {}
+    Exact matches are looked up first: between real vocabularies most tokens have one (46,343 of
+    SmolLM2's 49,152 are in Gemma 3's vocabulary), and only the rest need a row of distances to the
+    whole of `vocab`, computed by `rapidfuzz.process.cdist` on `workers` threads (-1: all cores).
+    """
+    if not vocab:
+        raise ValueError("nearest_ids: the vocabulary is empty")
+    first: dict[str, int] = {}
+    for i, tok in enumerate(vocab):
+        first.setdefault(tok, i)
+    ids = np.array([first.get(tok, -1) for tok in tokens], dtype=np.int64)
+    missing = np.flatnonzero(ids < 0)
+    rows = max(1, _CHUNK_BYTES // (4 * len(vocab)))
+    for lo in range(0, len(missing), rows):
+        part = missing[lo : lo + rows]
+        dist = process.cdist([tokens[i] for i in part], vocab, scorer=Levenshtein.distance, dtype=np.int32,
+                             workers=workers)
+        ids[part] = dist.argmin(1)  # argmin returns the first minimum: the lowest id among the nearest
+    return ids
 
-    def __call__(self, token: str) -> int:
-        if token in self.exact:
-            return self.exact[token]
-        if token not in self.memo:
-            dists = [edit_distance(token, t) for t in self.vocab]
-            self.memo[token] = int(np.argmin(dists))
-        return self.memo[token]
+
+def vocab_key(sender: Sequence[str], receiver: Sequence[str]) -> str:
+    """A hash of both vocabularies, in order: the cache key of the map from one onto the other."""
+    return hashlib.sha256(json.dumps([list(sender), list(receiver)]).encode()).hexdigest()
+
+
+def vocab_map(sender: Sequence[str], receiver: Sequence[str], cache_dir: Path | None = None) -> np.ndarray:
+    """`nearest_ids(sender, receiver)`: every sender id's receiver id (int32, one per sender token).
+
+    With `cache_dir`, the map is kept in `cache_dir/vocab-maps/<vocab_key>.npy` (4 bytes per sender
+    token) and read back from there by every later call with the same two vocabularies, since building
+    it between real vocabularies takes minutes (docs/design-choices.md). Without, it is computed.
+    """
+    path = Path(cache_dir) / "vocab-maps" / f"{vocab_key(sender, receiver)}.npy" if cache_dir else None
+    if path is not None and path.is_file():
+        return np.load(path)
+    ids = nearest_ids(sender, receiver).astype(np.int32)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f"{path.stem}.partial-{os.getpid()}.npy")
+        np.save(partial, ids)
+        os.replace(partial, path)  # atomic: a concurrent reader sees the whole map or none
+    return ids
 
 
 def dtw_align(a: list[str], b: list[str]) -> list[tuple[int, int]]:
@@ -103,8 +134,8 @@ def project(sender_tokens: list[str], sender_topk: np.ndarray, sender_logp: np.n
 
     `*_tokens` are the completion tokens of the same text in each tokenization followed by the end
     token; the two ends are aligned to each other, the rest by DTW. `sender_topk` [T, k] are sender
-    token indices, `to_receiver` maps them to receiver ids (a `VocabMap` applied once per sender token,
-    the end token to the receiver's end token); `sender_logp` [T, k] are their log-probs. Top-k
+    token indices, `to_receiver` maps them to receiver ids (`vocab_map` of the sender's vocabulary, with
+    the end token sent to the receiver's end token); `sender_logp` [T, k] are their log-probs. Top-k
     probabilities are renormalised to sum to one.
     """
     if len(sender_tokens) > 1 and len(receiver_tokens) > 1:

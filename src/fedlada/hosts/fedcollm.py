@@ -105,7 +105,8 @@ class FedCoLLM(Host):
         prompts, solutions = [e.prompt for e in pool], [e.solution for e in pool]
         llm_k, _, _ = knowledge(server.lm, ctx.round, prompts, solutions, co.top_k, bs)
         slm_k, _, _ = knowledge(self.slm, ctx.round, prompts, solutions, co.top_k, bs)
-        to_llm, to_slm = receive(slm_k, server.lm, solutions), receive(llm_k, self.slm, solutions)
+        to_llm, to_slm = (receive(slm_k, server.lm, solutions, server.cache_dir),
+                          receive(llm_k, self.slm, solutions, server.cache_dir))
         args = (ctx.round, prompts, solutions)
         ctx.record("server", learn(server.lm, "server", self.cfg, server.pcfg, ctx.ui, *args, to_llm, 1.0, co.kd_weight, "fedcollm"))
         # the aggregate is a client model, so it learns at the clients' rate

@@ -12,17 +12,20 @@ Each round, after the clients' local SFT on private data (the host local step):
 3. the server does the same with every client's distributions and its own (selective knowledge
    fusion), so the LLM learns from the SLMs too.
 
-What crosses the wire is public text one way and, per token, k ids and k log-probs both ways: the
-bytes per round grow with k and the solution length, which `compare.md` sets against LaDa's text.
+What crosses the wire is public text one way and, per token, k ids and k log-probs both ways, plus
+each sender's vocabulary (the text of every token id; 2.4 MB for Gemma 3's 262,144 tokens, a few
+hundred bytes for a `tiny-*` one) so that the receiver can map it onto its own: the bytes per round
+grow with k and the solution length, which `compare.md` sets against LaDa's text.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
-from fedlada.distill.align import Sparse, VocabMap, project, select_targets
+from fedlada.distill.align import Sparse, project, select_targets, vocab_map
 from fedlada.distill.kd import train_kd
 from fedlada.federation.messages import Message, register
 from fedlada.federation.participants import Client, client_handler
@@ -35,8 +38,9 @@ from fedlada.seeding import derive_seed
 class Knowledge(Message):
     """Top-k next-token distributions of one model on public (prompt, solution) pairs.
 
-    Self-contained across tokenizers: `tokens` lists the sender's token strings that occur, and the
-    arrays index into it: `offsets` [n+1] (sample i owns rows offsets[i]:offsets[i+1]), `labels` [T]
+    Self-contained across tokenizers: `vocab` is the sender's whole vocabulary (each id's text), which
+    the receiver maps onto its own once and then finds in its cache (`align.vocab_map`), and the
+    arrays hold sender ids: `offsets` [n+1] (sample i owns rows offsets[i]:offsets[i+1]), `labels` [T]
     (the solution's tokens, then the end token), `topk` [T, k], `logp` [T, k], `ce` [n] (mean
     per-token cross-entropy on the labels, the selection metric). The server fills in the texts;
     client replies leave them empty (the server has them).
@@ -46,7 +50,7 @@ class Knowledge(Message):
     sample_ids: list[str]
     prompts: list[str]
     solutions: list[str]
-    tokens: list[str]
+    vocab: list[str]
     arrays: dict[str, np.ndarray]
     values: dict[str, float] = field(default_factory=dict)
 
@@ -57,17 +61,15 @@ def knowledge(lm, round_: int, prompts: list[str], solutions: list[str], k: int,
     res = lm.topk_logprobs(prompts, solutions, k, batch_size=batch_size)
     labels = np.concatenate([r[0] for r in res]) if res else np.zeros(0, dtype=np.int64)
     topk = np.concatenate([r[2] for r in res]) if res else np.zeros((0, 1), dtype=np.int64)
-    used, inv = np.unique(np.concatenate([labels, topk.ravel()]), return_inverse=True)
-    strings = lm.vocab_strings()
     ce = np.array([-float(r[1].mean()) for r in res], dtype=np.float32)
     arrays = {
         "offsets": np.cumsum([0] + [len(r[0]) for r in res]).astype(np.int64),
-        "labels": inv[: len(labels)].astype(np.int32),
-        "topk": inv[len(labels):].reshape(topk.shape).astype(np.int32),
+        "labels": labels.astype(np.int32),
+        "topk": topk.astype(np.int32),
         "logp": np.concatenate([r[3] for r in res]).astype(np.float32) if res else np.zeros((0, 1), np.float32),
         "ce": ce,
     }
-    msg = Knowledge(round_, [], [], [], [strings[i] for i in used], arrays)
+    msg = Knowledge(round_, [], [], [], lm.vocab_strings(), arrays)
     own = []
     for r in res:
         p = np.exp(r[3].astype(np.float64))
@@ -75,21 +77,23 @@ def knowledge(lm, round_: int, prompts: list[str], solutions: list[str], k: int,
     return msg, own, ce
 
 
-def receive(msg: Knowledge, lm, solutions: list[str]) -> list[Sparse]:
-    """The sender's distributions on `lm`'s tokens and vocabulary, one `Sparse` per sample."""
+def receive(msg: Knowledge, lm, solutions: list[str], cache_dir: Path | None = None) -> list[Sparse]:
+    """The sender's distributions on `lm`'s tokens and vocabulary, one `Sparse` per sample; the
+    vocabulary map is kept under `cache_dir` (built once per pair of vocabularies, in minutes for
+    real ones), or computed each call without one."""
     a = msg.arrays
     off = a["offsets"]
     if len(off) < 2:
         return []
-    sender_eos = msg.tokens[a["labels"][off[1] - 1]]  # every sample ends with the end token
-    vmap = VocabMap(lm.vocab_strings())
-    to_receiver = np.array([lm.eos_id if s == sender_eos else vmap(s) for s in msg.tokens], dtype=np.int64)
     strings = lm.vocab_strings()
+    to_receiver = vocab_map(msg.vocab, strings, cache_dir).astype(np.int64)
+    sender_eos = msg.vocab[a["labels"][off[1] - 1]]  # every sample ends with the end token
+    to_receiver[[i for i, s in enumerate(msg.vocab) if s == sender_eos]] = lm.eos_id
     eos = strings[lm.eos_id]
     out = []
     for i, ids in enumerate(lm._token_ids(solutions)):
         rows = slice(off[i], off[i + 1])
-        sender = [msg.tokens[t] for t in a["labels"][rows]]
+        sender = [msg.vocab[t] for t in a["labels"][rows]]
         out.append(project(sender, a["topk"][rows], a["logp"][rows], [strings[t] for t in ids] + [eos], to_receiver))
     return out
 
@@ -120,7 +124,7 @@ def learn(lm, name: str, run, pcfg, ui, round_: int, prompts: list[str], solutio
 def on_knowledge(client: Client, msg: Knowledge) -> Knowledge:
     mkt, bs = client.run.fedmkt, client.run.runtime.eval_batch_size
     reply, own, own_ce = knowledge(client.lm, msg.round, msg.prompts, msg.solutions, mkt.top_k, bs)
-    server = receive(msg, client.lm, msg.solutions)
+    server = receive(msg, client.lm, msg.solutions, client.cache_dir)
     targets, foreign = fuse(own, own_ce, [(server, msg.arrays["ce"])], mkt.strategy)
     stats = learn(client.lm, client.name, client.run, client.pcfg, client.ui, msg.round, msg.prompts, msg.solutions, targets, mkt.lm_weight, 1 - mkt.lm_weight, "fedmkt")
     reply.values = {**stats, "fedmkt/teacher_chosen": foreign}
@@ -139,7 +143,7 @@ class FedMKT(Host):
         msg.sample_ids, msg.prompts, msg.solutions = [e.id for e in pool], prompts, solutions
         replies = [ctx.call(i, msg) for i in ctx.active_clients()]
         # a client that failed (None, under runtime.on_client_failure=skip) contributes no knowledge
-        others = [(receive(r, server.lm, solutions), r.arrays["ce"]) for r in replies if r is not None]
+        others = [(receive(r, server.lm, solutions, server.cache_dir), r.arrays["ce"]) for r in replies if r is not None]
         targets, foreign = fuse(own, own_ce, others, mkt.strategy)
         stats = learn(server.lm, server.name, self.cfg, server.pcfg, ctx.ui, ctx.round, prompts, solutions, targets, mkt.lm_weight, 1 - mkt.lm_weight, "fedmkt")
         ctx.record("server", {**stats, "fedmkt/teacher_chosen": foreign})
