@@ -9,6 +9,7 @@ import torch
 
 from fedlada.config import LoraConfig, ModelConfig, TrainConfig
 from fedlada.models import LM, load_model, train_sft
+from fedlada.models.loading import PLAIN_TEMPLATE
 
 torch.set_num_threads(1)
 
@@ -182,6 +183,7 @@ def test_load_a_plain_save_pretrained_directory(tmp_path):
     source.tokenizer.save_pretrained(tmp_path)
     lm = load_model(ModelConfig(name=str(tmp_path)))
     assert lm.name == str(tmp_path) and type(lm.model) is type(source.model)
+    source.tokenizer.chat_template = PLAIN_TEMPLATE  # what a directory without a chat template is given
     assert torch.equal(lm.sequence_logprobs(PROMPTS, COMPLETIONS)[0],
                        source.sequence_logprobs(PROMPTS, COMPLETIONS)[0])
 

@@ -4,10 +4,14 @@ Everything LaDa needs from a model is text in, text out (`generate`) and teacher
 log-probabilities of a completion given a prompt (`sequence_logprobs`). Both work on strings and on each
 model's own tokenizer, so heterogeneous models never need aligned vocabularies (distill/dard.py).
 
-Sequence layout, shared by scoring and training: `[bos] + tokens(prompt) + tokens(completion) + [eos]`,
-with prompt and completion tokenized separately so that no token straddles the boundary and the
-completion tokens are the same whatever the prompt. The eos is scored because a model must also learn
-where a reasoning path ends. Generation conditions on `[bos] + tokens(prompt)`, the same prefix.
+Sequence layout, shared by scoring and training: `prefix(prompt) + tokens(completion) + [eos]`, with
+prompt and completion tokenized separately so that no token straddles the boundary and the completion
+tokens are the same whatever the prompt. The eos is scored because a model must also learn where a
+reasoning path ends. Generation conditions on `prefix(prompt)`, the same prefix. The prefix is
+`[bos] + tokens(prompt)` for a tokenizer without a chat template (the from-scratch presets), else the
+template's rendering of the prompt as one user turn followed by the opening of the reply (the template
+places bos itself): pretrained models are prompted in the layout they were tuned on
+(models/loading.py gives base models a plain `Question:/Answer:` one).
 """
 
 from __future__ import annotations
@@ -110,7 +114,7 @@ class LM:
         """
         sampling = temperature > 0
         copies = num_return_sequences if sampling else 1
-        prefixes = [[self.bos_id] + ids for ids in self._token_ids(prompts)]
+        prefixes = self._prompt_ids(prompts)
         order = sorted(range(len(prompts)), key=lambda i: len(prefixes[i]))
         if prefixes:
             self._check_length(len(prefixes[order[-1]]) + max_new_tokens)
@@ -156,6 +160,14 @@ class LM:
 
     # ---------------------------------------------------------------- scoring
 
+    def _prompt_ids(self, prompts: list[str]) -> list[list[int]]:
+        """The prefix each completion is conditioned on (see the module docstring)."""
+        if not self.tokenizer.chat_template:
+            return [[self.bos_id, *ids] for ids in self._token_ids(prompts)]
+        texts = [self.tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
+                                                    add_generation_prompt=True) for p in prompts]
+        return self._token_ids(texts)  # the rendered special tokens (bos, turn markers) are parsed back as such
+
     def _encode_pairs(self, prompts: list[str], completions: list[str],
                       given: list[str] | None = None) -> tuple[list[torch.Tensor], list[int]]:
         """Token sequences and, per sequence, the index of its first scored token. `given[i]`, a start of
@@ -165,9 +177,9 @@ class LM:
                              + ("" if given is None else f" and {len(given)} given starts"))
         given_ids = self._token_ids(given) if given is not None else [[] for _ in prompts]
         seqs, starts = [], []
-        for p, g, c in zip(self._token_ids(prompts), given_ids, self._token_ids(completions), strict=True):
-            seqs.append(torch.tensor([self.bos_id, *p, *g, *c, self.eos_id]))
-            starts.append(1 + len(p) + len(g))
+        for p, g, c in zip(self._prompt_ids(prompts), given_ids, self._token_ids(completions), strict=True):
+            seqs.append(torch.tensor([*p, *g, *c, self.eos_id]))
+            starts.append(len(p) + len(g))
         self._check_length(max(map(len, seqs), default=0))
         return seqs, starts
 
