@@ -145,7 +145,7 @@ class LadaConfig(_Strict):
         "eenet", description="oracle: an upper bound that reads the samples' domain labels (never a real filter)"
     )
     reward: Literal["heldout", "heldout_contrast", "nll_drop"] = Field(
-        "heldout", description="heldout: each pick's gradient cosine with the learner's loss on its held-out own "
+        "heldout_contrast", description="heldout: each pick's gradient cosine with the learner's loss on its held-out own "
         "data (its first-order share of that loss's change), the round's lowest for a pick with nothing to learn; "
         "heldout_contrast: the cosine with (unit held-out gradient - unit mean gradient of the offered pool), "
         "what a pick does for the own task beyond the average candidate; nll_drop: relative NLL drop on the "
