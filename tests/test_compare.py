@@ -192,6 +192,7 @@ def test_a_saved_run_differs_only_where_results_could(tiny_config_dict):
     assert cmp._config_difference(cfg(method="fedmkt"), cfg(method="fedmkt", server=slow)) == (
         "server.transfer_lr: None there, 0.0003 asked")
     assert cmp._config_difference(cfg(runtime={"threads": 2}), cfg()) is None
+    assert cmp._config_difference(cfg(lada={"reward": "heldout"}), cfg(lada={"reward": "nll_drop"})) is None  # no LaDa
     lada = {"method": "distill+lada"}
     for rule in ("oracle", "random"):  # a fixed selection rule only logs the reward
         assert cmp._config_difference(cfg(**lada, lada={"filter": rule, "reward": "heldout"}),

@@ -186,12 +186,15 @@ def _flat(d, prefix=""):
 
 def _config_difference(saved: RunConfig, wanted: RunConfig) -> Optional[str]:
     """The first differing key, or None. Keys that cannot change the run's results are left out: the
-    runtime settings, the server's transfer rate where the method never trains the server, and LaDa's
-    reward under a fixed selection rule (oracle, random, loss, none: the reward is only logged)."""
+    runtime settings, the server's transfer rate where the method never trains the server, LaDa's
+    settings where the method has no LaDa, and LaDa's reward under a fixed selection rule (oracle,
+    random, loss, none: the reward is only logged)."""
     exclude: dict = {"runtime": True}
     if not HOSTS[wanted.method].server_learns:
         exclude["server"] = {"transfer_lr"}
-    if wanted.lada.filter != "eenet" and saved.lada.filter == wanted.lada.filter:
+    if not wanted.method.endswith("+lada"):
+        exclude["lada"] = True
+    elif wanted.lada.filter != "eenet" and saved.lada.filter == wanted.lada.filter:
         exclude["lada"] = {"reward"}
     a = dict(_flat(saved.model_dump(mode="json", exclude=exclude)))
     b = dict(_flat(wanted.model_dump(mode="json", exclude=exclude)))
