@@ -1,4 +1,4 @@
-"""Shared by the Flower tests: TLS certificates for 127.0.0.1 and a process census."""
+"""Shared by the Flower tests: TLS certificates for 127.0.0.1, a process census and a stand-in Grid."""
 
 from __future__ import annotations
 
@@ -59,3 +59,18 @@ def flower_processes() -> dict[int, str]:
         if cmd and any(p in cmd for p in FLOWER_PROGRAMS):
             found[int(entry.name)] = cmd
     return found
+
+
+class StandInGrid:
+    """A Flower Grid stand-in: records what is pushed; answers with `reply(msg)` (None: no reply yet)."""
+
+    def __init__(self, reply):
+        self.reply, self.pushed = reply, []
+
+    def push_messages(self, msgs):
+        self.pushed += msgs
+        return [str(len(self.pushed))]
+
+    def pull_messages(self, ids):
+        out = self.reply(self.pushed[-1])
+        return [] if out is None else [out]

@@ -186,3 +186,35 @@ def test_a_reply_is_checked_against_its_own_clients_data_only():
         a.check(other, "client-0", "server", owner="client-0")
     with pytest.raises(PrivacyViolation, match="c0-train-7"):
         a.check(other, "server", "client-1")  # a request: every client's data counts
+
+
+def test_a_leak_found_on_a_flower_node_reaches_the_server_without_the_sample(tiny_config_dict, tmp_path, leaky_handler,
+                                                                              monkeypatch, capsys):
+    pytest.importorskip("flwr")
+    from flwr.app import Context, RecordDict
+    from flwr.app import Message as FlowerMessage
+    from flwr.supercore.task_identity import TaskIdentity
+
+    for attr in ("_run_id", "_node_id", "_task_id"):  # what a ServerApp has set when it makes messages
+        monkeypatch.setattr(TaskIdentity, attr, 1)
+    from fedlada.config import dump_config
+    from fedlada.federation.flower.apps import client_main
+    from fedlada.federation.flower.node import NodeError
+    from fedlada.federation.flower.records import from_record, to_record
+    from fedlada.federation.messages import Prepare
+
+    cfg = config_from_dict(tiny_config_dict)
+    context = Context(run_id=1, node_id=12, node_config={"partition-id": 1, "num-partitions": 2,
+                                                         "state-dir": str(tmp_path / "nodes")},
+                      state=RecordDict(), run_config={"config-yaml": dump_config(cfg), "out": str(tmp_path / "run")})
+
+    def send(msg):
+        request = FlowerMessage(to_record(msg), dst_node_id=12, message_type="query.fedlada")
+        return from_record(client_main(request, context).content)
+
+    send(Prepare())
+    reply = send(LeakRequest(False))
+    sample = Runner(cfg, tmp_path / "run").clients[1].train[3].id
+    assert isinstance(reply, NodeError) and reply.kind == "PrivacyViolation"
+    assert reply.message.startswith("privacy audit on the node: the reply of client-1 holds its private text")
+    assert sample not in reply.message and f"sample {sample}" in capsys.readouterr().err  # only the node's log names it

@@ -100,21 +100,6 @@ def test_a_failure_in_round_zero_stops_even_under_skip(tiny_config_dict, tmp_pat
         Runner(config_from_dict(tiny_config_dict), tmp_path / "run").run()
 
 
-class _Grid:
-    """A Flower Grid stand-in: records what is pushed; answers with `reply(msg)` (None: no reply yet)."""
-
-    def __init__(self, reply):
-        self.reply, self.pushed = reply, []
-
-    def push_messages(self, msgs):
-        self.pushed += msgs
-        return [str(len(self.pushed))]
-
-    def pull_messages(self, ids):
-        out = self.reply(self.pushed[-1])
-        return [] if out is None else [out]
-
-
 class _ErrorReply:
     def has_error(self):
         return True
@@ -126,6 +111,7 @@ class _ErrorReply:
 def test_flower_channel_timeouts_and_error_replies_are_client_failures(tiny_config_dict, monkeypatch):
     pytest.importorskip("flwr")
     from flwr.supercore.task_identity import TaskIdentity
+    from flower_helpers import StandInGrid
 
     for attr in ("_run_id", "_node_id", "_task_id"):  # what a ServerApp has set when it makes messages
         monkeypatch.setattr(TaskIdentity, attr, 1)
@@ -138,12 +124,12 @@ def test_flower_channel_timeouts_and_error_replies_are_client_failures(tiny_conf
 
     tiny_config_dict["runtime"].update(on_client_failure="skip", client_timeout=0.2)
     cfg = config_from_dict(tiny_config_dict)
-    silent = FlowerChannel(_Grid(lambda msg: None), [11, 12], ["client-0", "client-1"], timeout=cfg.runtime.client_timeout)
+    silent = FlowerChannel(StandInGrid(lambda msg: None), [11, 12], ["client-0", "client-1"], timeout=cfg.runtime.client_timeout)
     ctx = RoundContext(1, cfg, None, silent, UI())
     assert ctx.call(1, LocalTrain(1, 5)) is None and ctx.call(1, Evaluate(1)) is None
     assert len(silent.grid.pushed) == 1  # nothing more is sent to a failed client in the round
     assert ctx.failed[1].reason == "no reply from node 12 within runtime.client_timeout=0.2 s"
-    failing = FlowerChannel(_Grid(lambda msg: _ErrorReply()), [11, 12], ["client-0", "client-1"])
+    failing = FlowerChannel(StandInGrid(lambda msg: _ErrorReply()), [11, 12], ["client-0", "client-1"])
     ctx = RoundContext(1, cfg, None, failing, UI())
     assert ctx.call(0, LocalTrain(1, 5)) is None
     assert str(ctx.failed[0]) == "client-0 on LocalTrain: node 11: RuntimeError: out of memory"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -25,6 +26,24 @@ console = Console(width=None if sys.stdout.isatty() else 140)  # tables stay rea
 def fail(message: str) -> None:
     console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)  # one line, never wrapped
     raise typer.Exit(2)
+
+
+@contextmanager
+def one_line_errors(cfg: RunConfig):
+    """A run's errors the user can act on, printed as they must be read: a data file's bad lines, then
+    one line; any `FedladaError` as one line (exit code 2). Anything else is a bug and keeps its traceback."""
+    from rich.markup import escape
+
+    from fedlada.data.files import DataFileError
+
+    try:
+        yield
+    except DataFileError as err:
+        for line in err.report.lines():
+            console.print(line, highlight=False)
+        fail(f"{cfg.data.path}: {len(err.report.errors)} bad line(s); nothing was trained")
+    except FedladaError as err:  # the last checkpoint stays usable
+        fail(escape(str(err)))
 
 
 def accuracy_table(rows: list[dict], title: str) -> Table:
@@ -71,7 +90,6 @@ def run(
     resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its last checkpoint"),
 ) -> None:
     """Run a federation in one process: round 0 (base models), then the configured rounds."""
-    from fedlada.data.files import DataFileError
     from fedlada.federation.runner import Runner
     from fedlada.progress import RichUI
     from fedlada.report import write_report
@@ -88,17 +106,8 @@ def run(
         accs = ", ".join(f"{r['participant']} {r['split'].split('_')[0]} {100 * r['accuracy']:.1f}" for r in rows)
         ui.log(f"round {t}: {accs}")
 
-    try:
-        runner = Runner(cfg, out, ui)
-        rows = runner.run(resume=resume, on_round=on_round)
-    except DataFileError as err:
-        for line in err.report.lines():
-            console.print(line, highlight=False)
-        fail(f"{cfg.data.path}: {len(err.report.errors)} bad line(s); nothing was trained")
-    except FedladaError as err:  # one line that says what to change; the last checkpoint stays usable
-        from rich.markup import escape
-
-        fail(escape(str(err)))
+    with one_line_errors(cfg):
+        rows = Runner(cfg, out, ui).run(resume=resume, on_round=on_round)
     report = write_report(out)
     console.print(accuracy_table(rows, f"accuracy (%) — {cfg.method}, seed {cfg.seed}"))
     console.print(f"finished in {time.perf_counter() - start:.0f} s; run directory {out} (report: {report})")

@@ -113,7 +113,8 @@ def _client_mixtures(
             names = [name(d) for d in listed]
             unknown = [d for d in names if d not in domains]
             if unknown:
-                raise ValueError(f"data.client_domains[{k}]: unknown domain {unknown[0]!r}; domains are {domains}")
+                raise ValueError(f"data.client_domains[{k}]: unknown domain {unknown[0]!r}; domains are {domains}: "
+                                 "list some of these per client, or set data.client_domains=null (round-robin)")
             owned.append(names)
     return [[1.0 if d in mine else 0.0 for d in domains] for mine in owned]
 
@@ -247,7 +248,10 @@ def _source(cfg: DataConfig) -> tuple[list[str], Callable[[str], str], Draw | No
     domains = list(cfg.domains or available)
     missing = [d for d in domains if d not in available]
     if missing:
-        raise ValueError(f"data.domains: {cfg.path} has no examples of domain {missing[0]!r}; it has {available}")
+        # Typically the math-mix domains of a packaged config carried over to a data file.
+        raise ValueError(f"data.domains: {cfg.path} has no examples of domain {missing[0]!r}; it has {available}: "
+                         "set data.domains (and data.client_domains) to some of these, or data.domains=null "
+                         "data.client_domains=null to use all of them")
     examples = [example for example in report.examples if example.domain in domains]
     return domains, str, None, examples
 

@@ -25,6 +25,7 @@ from fedlada.data.files import DataFileError
 from fedlada.errors import CheckpointError, DataError, config_difference
 from fedlada.federation.audit import Auditor
 from fedlada.federation.channel import Channel
+from fedlada.federation.fit import check_context
 from fedlada.federation.messages import Evaluate, Prepare
 from fedlada.federation.participants import Client, Server, torch_device
 from fedlada.hosts import HOSTS, RoundContext
@@ -81,6 +82,14 @@ def federation_data(cfg: RunConfig):
         raise DataError(msg if msg.startswith("data") else f"data: {msg}") from None
 
 
+def checked_data(cfg: RunConfig):
+    """The run's data sets, checked against the config and against every model's context
+    (federation/fit.py), so that data that does not fit fails in one line before anything trains."""
+    data = federation_data(cfg)
+    check_context(cfg, data, default_cache_dir(cfg))
+    return data
+
+
 def auditor_for(data) -> Auditor:
     """An Auditor over every client's private sets."""
     return Auditor.from_client_data({f"client-{i}": cd for i, cd in enumerate(data.clients)})
@@ -100,7 +109,7 @@ class Runner:
             torch.set_num_threads(cfg.runtime.threads)
         device = torch_device(cfg.runtime.device)
         cache = default_cache_dir(cfg)
-        data = federation_data(cfg)
+        data = checked_data(cfg)
         kw = dict(device=device, cache_dir=cache, ui=self.ui)
         self.server = Server(cfg, data.server_corpus, data.public, data.global_test, **kw)
         if channel is None:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from fedlada.config import RunConfig
-from fedlada.errors import ClientFailure, DataError
+from fedlada.errors import ClientFailure, FedladaError
 from fedlada.federation.channel import Channel, ClientError
 from fedlada.federation.messages import LocalTrain, Message
 from fedlada.federation.participants import Server
@@ -59,7 +59,7 @@ class RoundContext:
 
     def _client_failed(self, index: int, err: ClientError) -> None:
         where = f"{err.client} failed in round {self.round} on {err.message}: {err.reason}"
-        if isinstance(err.__cause__, DataError):  # the data or config, not the client: the same every round
+        if isinstance(err.__cause__, FedladaError):  # the data, config or files, not the client: the same every round
             raise ClientFailure(where) from err
         if self.cfg.runtime.on_client_failure != "skip":
             raise ClientFailure(f"{where} (runtime.on_client_failure=skip would leave it out of the round; "

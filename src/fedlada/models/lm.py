@@ -76,9 +76,24 @@ class LM:
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return nullcontext()
 
+    @property
+    def max_positions(self) -> int | None:
+        """The longest sequence the model takes (its position table; GPT-2 aliases `n_positions`), or None."""
+        return getattr(self.model.config, "max_position_embeddings", None)
+
+    def prefix_lengths(self, prompts: list[str]) -> list[int]:
+        """Tokens of the prefix a completion of each prompt is conditioned on (see the module docstring)."""
+        return [len(ids) for ids in self._prompt_ids(prompts)]
+
+    def token_counts(self, texts: list[str]) -> list[int]:
+        """Tokens per text, tokenized as completions are (no special tokens)."""
+        return [len(ids) for ids in self._token_ids(texts)]
+
     def _check_length(self, tokens: int) -> None:
-        """Fail clearly instead of inside the model (GPT-2's position table would raise an IndexError)."""
-        limit = getattr(self.model.config, "max_position_embeddings", None)
+        """Fail clearly instead of inside the model (GPT-2's position table would raise an IndexError).
+
+        The run checks its data before it starts (federation/fit.py); this catches what is made during it."""
+        limit = self.max_positions
         if limit is not None and tokens > limit:
             from fedlada.errors import ContextLengthError
 

@@ -29,8 +29,9 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
 from fedlada.config import RunConfig, config_from_dict, load_config
-from fedlada.federation.channel import Channel, ClientError
-from fedlada.federation.flower.node import Hello, Node, NodeSettings, Restore, run_tag
+from fedlada.errors import FedladaError, PrivacyViolation
+from fedlada.federation.channel import Channel, ClientError, one_line
+from fedlada.federation.flower.node import Hello, Node, NodeError, NodeSettings, Restore, run_tag
 from fedlada.federation.flower.records import from_record, to_record
 from fedlada.federation.messages import Message as ProjectMessage
 from fedlada.federation.messages import encode
@@ -125,7 +126,11 @@ class FlowerChannel(Channel):
         if reply.has_error():
             reason = str(reply.error.reason).strip().splitlines()
             raise ClientError(name, kind, f"node {self.node_ids[index]}: {reason[-1] if reason else 'error'}")
-        return from_record(reply.content)
+        content = from_record(reply.content)
+        if isinstance(content, NodeError):
+            err = content.error()
+            raise ClientError(name, kind, f"node {self.node_ids[index]}: {one_line(err)}") from err
+        return content
 
     def _send(self, index: int, request: ProjectMessage, data: bytes) -> tuple[ProjectMessage, int]:
         reply = self.exchange(index, request)
@@ -149,7 +154,12 @@ class FlowerChannel(Channel):
 
     def load_clients(self, path: Path, round_: int) -> None:
         for i in range(len(self.clients)):
-            self.exchange(i, Restore(round_))
+            try:
+                self.exchange(i, Restore(round_))
+            except ClientError as err:
+                if isinstance(err.__cause__, FedladaError):  # e.g. the node holds another run's state
+                    raise err.__cause__ from None
+                raise
 
 
 server_app = ServerApp()
@@ -178,6 +188,10 @@ def server_main(grid: Grid, context: Context) -> None:
         Runner(cfg, out, ui, channel=channel).run(resume=bool(rc.get("resume", False)), on_round=on_round)
         write_report(out)
         status.write_text(json.dumps({"status": "finished"}) + "\n")
+    except FedladaError as err:  # the inputs or files: `fedlada flower` prints it as one line
+        status.write_text(json.dumps({"status": "failed", "error": str(err), "one_line": True,
+                                      "traceback": traceback.format_exc()}) + "\n")
+        raise
     except BaseException as err:
         status.write_text(json.dumps({"status": "failed", "error": f"{type(err).__name__}: {err}",
                                       "traceback": traceback.format_exc()}) + "\n")
@@ -205,8 +219,16 @@ def node_settings(run_config, node_config, cfg: RunConfig) -> NodeSettings:
 def client_main(message: Message, context: Context) -> Message:
     cfg = config_from_run(context.run_config)
     settings = node_settings(context.run_config, context.node_config, cfg)
-    node = Node(cfg, settings, LogUI(f"client-{settings.partition_id}: "))
-    reply = node.handle(from_record(message.content))
-    if cfg.runtime.audit:  # on the node, with its own private data, before the reply leaves it
-        node.auditor().check(encode(reply), node.name, "server")
+    ui = LogUI(f"client-{settings.partition_id}: ")
+    node = Node(cfg, settings, ui)
+    try:
+        reply = node.handle(from_record(message.content))
+        if cfg.runtime.audit:  # on the node, with its own private data, before the reply leaves it
+            node.auditor().check(encode(reply), node.name, "server")
+    except PrivacyViolation as err:  # the server is not told which private sample: only the node's log says
+        ui.log(str(err))
+        reply = NodeError("PrivacyViolation", f"privacy audit on the node: the reply of {node.name} holds its "
+                                              "private text; nothing was sent (the node's log names the field and sample)")
+    except FedladaError as err:
+        reply = NodeError(type(err).__name__, str(err))
     return Message(to_record(reply), reply_to=message)

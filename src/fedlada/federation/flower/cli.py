@@ -30,9 +30,12 @@ def _need_flower() -> None:
 
 
 def _run(mode: str, config, set_, out, resume, supernodes: int | None, tls) -> None:
-    from fedlada.cli import _resolve_run, accuracy_table, console, fail
+    from rich.markup import escape
+
+    from fedlada.cli import _resolve_run, accuracy_table, console, fail, one_line_errors
     from fedlada.config import ConfigError, dump_config
     from fedlada.federation.flower.launch import run_federation
+    from fedlada.federation.runner import checked_data
     from fedlada.report import read_rows
 
     _need_flower()
@@ -40,6 +43,8 @@ def _run(mode: str, config, set_, out, resume, supernodes: int | None, tls) -> N
         cfg, out = _resolve_run(config, set_, out, resume)
     except ConfigError as err:
         fail(str(err))
+    with one_line_errors(cfg):  # here, before any process starts or anything is written
+        checked_data(cfg)
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     run_config = {"config-yaml": dump_config(cfg), "out": str(out), "resume": resume, "state-dir": str(out / "nodes")}
@@ -48,6 +53,8 @@ def _run(mode: str, config, set_, out, resume, supernodes: int | None, tls) -> N
     start = time.perf_counter()
     status = run_federation(mode, run_config, out, len(cfg.clients), tls=tls, supernodes=supernodes,
                             echo=lambda m: console.print(m, highlight=False))
+    if status.get("one_line"):  # a FedladaError of the ServerApp: the inputs or files, not a crash
+        fail(escape(status["error"]))
     if status["status"] != "finished":
         if status.get("log_tail"):
             console.print(status["log_tail"], highlight=False, markup=False)

@@ -15,7 +15,8 @@ previous snapshot is kept as well, in case the server stopped before writing its
 `<run>` is the name of the server's run directory, so two runs never share a state and a resumed
 run finds its own. `<client-k>/run.json` holds a fingerprint of the config (all but `runtime`),
 written at round 0: a state directory left by another run under the same name is refused with one
-clear error instead of being mixed in. The client's data is rebuilt from the config
+clear error instead of being mixed in (sent back as a `NodeError` reply, so that the server can print
+it as that one line). The client's data is rebuilt from the config
 (deterministic); only this node's partition is used. Nothing here imports Flower.
 """
 
@@ -30,9 +31,10 @@ from pathlib import Path
 
 import torch
 
+from fedlada import errors
 from fedlada.config import RunConfig
 from fedlada.data import build_federation_data
-from fedlada.errors import CheckpointError
+from fedlada.errors import CheckpointError, FedladaError
 from fedlada.federation.messages import Evaluate, Message, Prepare, register
 from fedlada.federation.participants import Client, torch_device
 from fedlada.progress import UI
@@ -71,6 +73,22 @@ class Restore(Message):
 @dataclass
 class Done(Message):
     pass
+
+
+@register
+@dataclass
+class NodeError(Message):
+    """The reply of a node whose handling stopped on a `FedladaError` (its inputs or files, not a crash):
+    sent as a reply, not as a Flower error, so that the server gets the error's class and its one line
+    whatever Flower makes of an exception (a traceback under simulation, `<class ...>:<...>` deployed)."""
+
+    kind: str
+    message: str
+
+    def error(self) -> FedladaError:
+        """The error as the node raised it (its class, when fedlada.errors has it)."""
+        cls = getattr(errors, self.kind, None)
+        return (cls if isinstance(cls, type) and issubclass(cls, FedladaError) else FedladaError)(self.message)
 
 
 def run_tag(out: str) -> str:
