@@ -25,7 +25,7 @@ class LoraConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    """A model: a `tiny-*` preset, `smollm2-135m-instruct`, or a Hugging Face id / local path."""
+    """A model: a `tiny-*` preset, `smollm2-135m-instruct`, `gemma-3-270m`, or a Hugging Face id / local path."""
 
     name: str
     lora: LoraConfig | None = None

@@ -13,8 +13,8 @@ Each round, after the clients' local SFT on private data (the host local step):
    fusion), so the LLM learns from the SLMs too.
 
 What crosses the wire is public text one way and, per token, k ids and k log-probs both ways, plus
-each sender's vocabulary (the text of every token id; 2.4 MB for Gemma 3's 262,144 tokens, a few
-hundred bytes for a `tiny-*` one) so that the receiver can map it onto its own: the bytes per round
+each sender's vocabulary (the text of every token id; 3.1 MB for Gemma 3's 262,144 tokens, under a
+kilobyte for a `tiny-*` one) so that the receiver can map it onto its own: the bytes per round
 grow with k and the solution length, which `compare.md` sets against LaDa's text.
 """
 

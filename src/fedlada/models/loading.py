@@ -75,7 +75,7 @@ def load_model(cfg: ModelConfig, *, device: str | torch.device = "cpu", seed: in
     - `tiny-*`: a preset, randomly initialised from `seed` (the same seed gives the same weights);
     - `smollm2-135m-instruct`, `gemma-3-270m`: from the GGUF file in their packages (`PACKAGED`),
       converted once to safetensors under `cache_dir` (default `~/.cache/fedlada`), because
-      dequantizing takes 11-72 s and the saved copy reloads in about a second with identical logits;
+      converting takes 13-43 s and the saved copy reloads in 0.2-3 s with identical logits (docs/models.md);
     - a directory written by `LM.save` (adapter saves rebuild their base from its name and seed; the
       tokenizer, with its layout, is used as saved) or by `save_pretrained`, or a Hugging Face id
       already in the local HF cache; those get `PLAIN_TEMPLATE` when their tokenizer has no chat template.
