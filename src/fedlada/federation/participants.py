@@ -78,7 +78,7 @@ class Participant:
         path = self.cache_dir / "base" / f"{self.name}-{key}"
         start = time.perf_counter()
         if (path / "fedlada.json").exists():
-            self.lm = LM.load(path, device=self.device)
+            self.lm = LM.load(path, device=self.device, cache_dir=self.cache_dir)
             self.ui.log(f"{self.name}: base model from cache {path}")
             return {"seconds/prepare": time.perf_counter() - start, "cached": 1.0}
         self.lm = load_model(self.pcfg.model, device=self.device, seed=init_seed(self.run, self.name, self.pcfg.model),
@@ -128,7 +128,7 @@ class Participant:
         save_tree(path / "state", self.state)
 
     def load(self, path: Path) -> None:
-        self.lm = LM.load(path / "model", device=self.device)
+        self.lm = LM.load(path / "model", device=self.device, cache_dir=self.cache_dir)
         self.state = load_tree(path / "state") or {}
 
 

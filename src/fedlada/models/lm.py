@@ -323,8 +323,11 @@ class LM:
         (directory / META_FILE).write_text(json.dumps(meta, indent=1) + "\n")
 
     @classmethod
-    def load(cls, directory: str | Path, device: str | torch.device = "cpu") -> LM:
-        """What `save` wrote, with its dtype (same as `load_model(ModelConfig(name=str(directory)))`)."""
+    def load(cls, directory: str | Path, device: str | torch.device = "cpu", cache_dir: Path | None = None) -> LM:
+        """What `save` wrote, with its dtype (same as `load_model(ModelConfig(name=str(directory)))`).
+
+        `cache_dir` is where a packaged base model (the base of an adapter save) is converted and cached:
+        the run's own, so that a resumed LoRA client reads the same copy it was trained on."""
         from fedlada.config import ModelConfig
         from fedlada.errors import CheckpointError
         from fedlada.models.loading import load_model
@@ -336,7 +339,7 @@ class LM:
             raise CheckpointError(f"{directory}: not a saved model ({META_FILE} is missing or unreadable: "
                                   f"{type(err).__name__})") from None
         try:
-            return load_model(ModelConfig(name=str(directory), dtype=meta["dtype"]), device=device)
+            return load_model(ModelConfig(name=str(directory), dtype=meta["dtype"]), device=device, cache_dir=cache_dir)
         except Exception as err:  # a truncated or missing weights file, a damaged tokenizer
             first = str(err).strip().splitlines()
             raise CheckpointError(f"{directory}: the saved model is damaged or incomplete ({type(err).__name__}: "
