@@ -543,3 +543,20 @@ def test_own_share_summary_takes_the_lowest_cell_from_round_two_against_its_base
     (cell,) = summary["distill+lada"]
     assert cell["min_share"] == pytest.approx(0.45) and cell["min_ratio"] == pytest.approx(1.5)  # round 1 ignored
     assert (cell["reached"], cell["cells"]) == (2, 3)
+
+
+def test_server_per_domain_tables_show_final_gain_and_paired_difference():
+    def run(seed, add, mul, add0=0.9, mul0=0.4):
+        return {"seed": seed, "client_own": 0.5, "client_global": 0.2, "server_global": (add + mul) / 2,
+                "server_by_domain": {"add": add, "mul": mul}, "round0": {"server_by_domain": {"add": add0, "mul": mul0}}}
+
+    results = {"fedmkt": {"runs": [run(0, 0.9, 0.5), run(1, 0.8, 0.4)], "missing": []},
+               "fedmkt+lada": {"runs": [run(0, 0.9, 0.6), run(1, 0.9, 0.7)], "missing": []}}
+    pairs = cmp.lada_vs_host(results)
+    assert pairs["fedmkt+lada"]["server_by_domain"]["mul"]["diffs"] == pytest.approx([10.0, 30.0])
+    assert pairs["fedmkt+lada"]["server_by_domain"]["mul"]["verdict"] == "higher"
+    assert pairs["fedmkt+lada"]["server_by_domain"]["add"]["verdict"] == "mixed"  # 0 and +10
+    (h1, b1), (h2, b2) = cmp.server_domain_grids(results, pairs)
+    assert h1 == ["method", "n", "add % (gain)", "mul % (gain)"]
+    assert b1[1] == ["fedmkt+lada", "2", "90.0 ± 0.0 (+0.0 ± 0.0)", "65.0 ± 7.1 (+25.0 ± 7.1)"]
+    assert b2 == [["fedmkt+lada − fedmkt", "2", "+5.0 ± 7.1 (+0.0 / +10.0; mixed)", "+20.0 ± 14.1 (+10.0 / +30.0; higher)"]]

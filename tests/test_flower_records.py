@@ -12,6 +12,7 @@ from flwr.common.serde import recorddict_from_proto, recorddict_to_proto  # noqa
 
 import fedlada.federation.flower.node  # noqa: E402,F401  (registers the control messages)
 import fedlada.hosts  # noqa: E402,F401  (registers the hosts' messages)
+import fedlada.lada  # noqa: E402,F401  (registers LaDa's messages)
 from fedlada.federation.flower.records import from_record, to_record  # noqa: E402
 from fedlada.federation.messages import REGISTRY, Report, encode  # noqa: E402
 

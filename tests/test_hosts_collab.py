@@ -75,20 +75,14 @@ def test_fedcollm_tiny_runs(tiny_config_dict, tmp_path, method):
 
 
 def test_fedmkt_tiny_runs_exchange_logits_and_both_sides_learn(tiny_config_dict, tmp_path):
-    by_method = {}
-    for method in ("fedmkt", "fedmkt+lada"):
-        cfg = config_from_dict(dict(tiny_config_dict, method=method))
-        rows = Runner(cfg, tmp_path / method).run()
-        by_method[method] = _round_rows(rows, 2)
-    mkt, lada = by_method["fedmkt"], by_method["fedmkt+lada"]
+    cfg = config_from_dict(dict(tiny_config_dict, method="fedmkt"))
+    mkt = _round_rows(Runner(cfg, tmp_path / "fedmkt").run(), 2)
     for who in ("server", "client-0", "client-1"):
         split = "global_test" if who == "server" else "local_test"
         assert mkt[who, split]["kd/lm"] > 0 and mkt[who, split]["kd/kd"] > 0  # a*L_LM + (1-a)*L_KD trained
         assert 0 <= mkt[who, split]["fedmkt/teacher_chosen"] <= 1
-    # per-token top-k logits cost far more bytes than LaDa's text
-    assert mkt["server", "global_test"]["bytes_sent"] > 10 * lada["server", "global_test"]["bytes_sent"]
-    assert mkt["client-1", "local_test"]["bytes_sent"] > 10 * lada["client-1", "local_test"]["bytes_sent"]
-    assert "dard/sft" in lada["server", "global_test"] or "loss/dard" in lada["server", "global_test"]  # LaDa's up direction
+    # per-token top-k logits: far more bytes than the text they are computed on
+    assert mkt["server", "global_test"]["bytes_sent"] > 100_000
 
 
 def test_fedmkt_resume_matches_uninterrupted(tiny_config_dict, tmp_path):

@@ -91,7 +91,7 @@ def test_heldout_slices_and_server_weights_change_no_other_set():
 
 
 def test_the_lada_package_imports_on_its_own():
-    """`from fedlada.lada import with_lada` in a fresh interpreter (hosts import lada, never the reverse)."""
+    """`from fedlada.lada import with_lada` in a fresh interpreter (lada builds on hosts.base; the registry imports lada late)."""
     import subprocess
     import sys
 

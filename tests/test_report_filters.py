@@ -129,3 +129,17 @@ def test_rank_correlation_falls_back_to_average_ranks_without_scipy(monkeypatch)
     monkeypatch.setitem(sys.modules, "scipy.stats", None)  # import fails as if scipy were not installed
     monkeypatch.setattr(report, "_spearman", lambda xs, ys: ("fallback", xs, ys))
     assert report.rank_correlation([1, 2, None, 3], [3, 2, 1, 1]) == ("fallback", [1, 2, 3], [3, 2, 1])
+
+
+def test_report_shows_the_servers_accuracy_per_domain_and_round(tmp_path):
+    import json
+
+    rows = [{"round": t, "participant": "server", "role": "server", "split": "global_test", "accuracy": acc,
+             "bytes_sent": 0, "bytes_received": 0, "accuracy_by_domain/add": add, "accuracy_by_domain/mul": mul}
+            for t, acc, add, mul in ((0, 0.7, 0.9, 0.5), (1, 0.74, 0.88, 0.6))]
+    assert report.server_domain_grid(rows) == (["round", "add", "mul"], [["0", "90.0", "50.0"], ["1", "88.0", "60.0"]])
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    text = report.write_report(tmp_path, plot=False).read_text()
+    assert "| round | add | mul |" in text and "| 1 | 88.0 | 60.0 |" in text
+    plain = [{k: v for k, v in r.items() if not k.startswith("accuracy_by_domain/")} for r in rows]
+    assert report.server_domain_grid(plain) is None  # runs without per-domain numbers get no table

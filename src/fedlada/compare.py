@@ -36,7 +36,7 @@ import yaml
 
 from fedlada.config import PACKAGED_CONFIGS, ConfigError, RunConfig, config_from_dict, load_config
 from fedlada.hosts import HOSTS
-from fedlada.report import markdown_table, mean_accuracy, read_rows, summary
+from fedlada.report import BY_DOMAIN, markdown_table, mean_accuracy, read_rows, summary
 
 SCENARIOS = PACKAGED_CONFIGS / "scenarios"
 DONE, ATTEMPTS, LOG = "done.json", "attempts.json", "log.txt"
@@ -379,7 +379,6 @@ def bytes_by_round(rows: list[dict]) -> dict[int, int]:
     return dict(sorted(out.items()))
 
 
-BY_DOMAIN = "accuracy_by_domain/"
 
 
 def round_zero(rows: list[dict]) -> dict:
@@ -396,6 +395,12 @@ def round_zero(rows: list[dict]) -> dict:
     return {"clients_own": own, "server_by_domain": by_domain}
 
 
+def server_by_domain(rows: list[dict], round_: int) -> dict[str, float]:
+    """The server's global-test accuracy per domain in one round ({} in runs without it)."""
+    row = next((r for r in rows if r["round"] == round_ and r["role"] == "server" and r["split"] == "global_test"), {})
+    return {k.removeprefix(BY_DOMAIN): v for k, v in sorted(row.items()) if k.startswith(BY_DOMAIN) and v is not None}
+
+
 def run_values(rows: list[dict]) -> dict:
     """The numbers compare aggregates, from one run's metrics rows."""
     s = summary(rows)
@@ -406,6 +411,7 @@ def run_values(rows: list[dict]) -> dict:
     last = s["rounds"]
     own = {(r["participant"]): r["accuracy"] for r in rows if r["round"] == last and r["split"] == "local_test" and r["role"] == "client"}
     return {
+        "server_by_domain": server_by_domain(rows, last),
         "final_round": last,
         "client_own": s["client_own"],
         "client_global": s["client_global"],
@@ -576,27 +582,64 @@ def lada_vs_host(results: dict) -> dict:
         pair = {"host": host, "seeds": [r["seed"] for _, r in runs]}
         for key, _ in PAIRED_KEYS:
             diffs = [100 * (r[key] - h[key]) for h, r in runs if r[key] is not None and h[key] is not None]
-            signs = {(d > 1e-9) - (d < -1e-9) for d in diffs}
-            verdict = {frozenset({-1}): "lower", frozenset({1}): "higher", frozenset({0}): "equal"}.get(frozenset(signs), "mixed")
-            pair[key] = {"diffs": diffs, **stat(diffs), "verdict": verdict if diffs else None}
+            pair[key] = _paired(diffs)
+        domains = sorted({d for h, r in runs for d in h.get("server_by_domain", {}) if d in r.get("server_by_domain", {})})
+        pair["server_by_domain"] = {d: _paired([100 * (r["server_by_domain"][d] - h["server_by_domain"][d])
+                                                 for h, r in runs]) for d in domains}
         out[label] = pair
     return out
 
 
+def _paired(diffs: list[float]) -> dict:
+    """Per-seed differences with their mean, std and verdict (`lower`/`higher` only when every seed agrees)."""
+    signs = {(d > 1e-9) - (d < -1e-9) for d in diffs}
+    verdict = {frozenset({-1}): "lower", frozenset({1}): "higher", frozenset({0}): "equal"}.get(frozenset(signs), "mixed")
+    return {"diffs": diffs, **stat(diffs), "verdict": verdict if diffs else None}
+
+
+def _paired_cell(d: dict) -> str:
+    if d["mean"] is None:
+        return "–"
+    per_seed = " / ".join(f"{x:+.1f}" for x in d["diffs"])
+    spread = f" ± {d['std']:.1f}" if d["std"] is not None else ""
+    return f"{d['mean']:+.1f}{spread} ({per_seed}; {d['verdict']})"
+
+
 def paired_grid(pairs: dict, code: bool = False) -> tuple[list[str], list[list[str]]]:
     header = ["LaDa vs host", "seeds"] + [f"{name} (points)" for _, name in PAIRED_KEYS]
-
-    def cell(d: dict) -> str:
-        if d["mean"] is None:
-            return "–"
-        per_seed = " / ".join(f"{x:+.1f}" for x in d["diffs"])
-        spread = f" ± {d['std']:.1f}" if d["std"] is not None else ""
-        return f"{d['mean']:+.1f}{spread} ({per_seed}; {d['verdict']})"
-
     q = "`" if code else ""
-    body = [[f"{q}{label}{q} − {q}{p['host']}{q}", str(len(p["seeds"]))] + [cell(p[k]) for k, _ in PAIRED_KEYS]
+    body = [[f"{q}{label}{q} − {q}{p['host']}{q}", str(len(p["seeds"]))] + [_paired_cell(p[k]) for k, _ in PAIRED_KEYS]
             for label, p in pairs.items()]
     return header, body
+
+
+def server_domain_grids(results: dict, pairs: dict, code: bool = False) -> list[tuple[list[str], list[list[str]]]]:
+    """The server per domain: final accuracy (mean ± std, and its gain over round 0) per method; then, for
+    the hosts that train the server, `X+lada` minus `X` per domain, paired by seed. Empty without domains."""
+    domains = sorted({d for e in results.values() for r in e["runs"] for d in r.get("server_by_domain", {})})
+    if not domains:
+        return []
+    q = "`" if code else ""
+    body = []
+    for label, entry in results.items():
+        runs = [r for r in entry["runs"] if r.get("server_by_domain")]
+        if not runs:
+            continue
+        cells = []
+        for d in domains:
+            final = stat([r["server_by_domain"].get(d) for r in runs])
+            zero = stat([r["server_by_domain"].get(d, math.nan) - r["round0"]["server_by_domain"].get(d, math.nan)
+                         for r in runs])
+            cells.append(f"{_fmt(final)} ({_fmt(zero, sign='+')})")
+        body.append([f"{q}{label}{q}", str(len(runs)), *cells])
+    grids = [(["method", "n", *(f"{d} % (gain)" for d in domains)], body)]
+    paired = [[f"{q}{label}{q} − {q}{p['host']}{q}", str(len(p["seeds"]))] +
+              [_paired_cell(p["server_by_domain"][d]) if d in p.get("server_by_domain", {}) else "–" for d in domains]
+              for label, p in pairs.items() if p.get("server_by_domain") and
+              any(abs(x) > 1e-9 for v in p["server_by_domain"].values() for x in v["diffs"])]
+    if paired:
+        grids.append((["LaDa vs host (server)", "seeds", *(f"{d} (points)" for d in domains)], paired))
+    return grids
 
 
 # -- what the scenario can judge: the testbed check and the oracle gap -------------------------------
@@ -999,6 +1042,13 @@ def write_compare(
         parts += ["", "LaDa against its host, paired by seed: `X+lada` minus `X` in points, mean ± std of the per-seed "
                   "differences (each seed's difference in brackets; *lower*/*higher*: every seed agrees):", "",
                   markdown_table(*paired_grid(data["lada_vs_host"], code=True))]
+    domain_grids = server_domain_grids(results, data["lada_vs_host"], code=True)
+    if domain_grids:
+        parts += ["", "The server per domain of the global test, final round: accuracy % (mean ± std over seeds), in "
+                  "brackets its gain over round 0 in points:", "", markdown_table(*domain_grids[0])]
+    if len(domain_grids) > 1:
+        parts += ["", "LaDa against its host on the server, per domain, paired by seed (points; hosts whose server "
+                  "learns):", "", markdown_table(*domain_grids[1])]
     for method, entry in data["oracle_gap"].items():
         parts += ["", f"Oracle gap recovered (`{method}`): per seed, (variant − random) / (oracle − random) on final "
                   "client own accuracy, in % (100 = as good as the oracle filter, 0 = no better than random); first row: "

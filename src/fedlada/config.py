@@ -155,6 +155,18 @@ class LadaConfig(_Strict):
     ref: Literal["teacher", "self", "none"] = "teacher"
     budget: int = Field(200, gt=0, description="b: samples each client learns from per round (down)")
     up_budget: int = Field(100, gt=0, description="b': samples the server learns from per client (up)")
+    up_reward: Literal["solved", "nll_drop"] = Field(
+        "solved", description="up direction: solved = the server now answers the picked question it got wrong; "
+        "nll_drop = relative NLL drop on the client's path (ablation)"
+    )
+    up_min_pairs: int = Field(
+        32, ge=0, description="the server trains on the up pairs only once it has this many; fewer are carried "
+        "over to the next round"
+    )
+    host_loss: Literal["add", "replace"] | None = Field(
+        None, description="X+lada: add DARD to host X's own loss on LaDa's picks, or replace it; null = the host's "
+        "default (distill: replace, its SFT is what DARD stands for; fedmkt, fedcollm: add)"
+    )
     alpha: float = Field(0.1, ge=0, description="exploration weight in f1 + alpha * f2")
     beta: float = Field(0.1, gt=0, description="DARD inverse temperature")
     lambda_: float = Field(1.0, ge=0, alias="lambda", description="weight of the SFT term on y+")

@@ -15,6 +15,8 @@
   the add and sub clients, 21% for mul); what tells one candidate from another is what it does for the own
   task *beyond* the average candidate, as RHO-LOSS (Mindermann et al. 2022) scores a point by its loss
   against a reference rather than alone.
+- `solved` (the up direction, `lada.up_reward`): whether the server now solves the picked question,
+  which it got wrong when the client offered it (`solved_reward`).
 - `nll_drop` (ablation, the first version): the relative drop of the learner's per-token NLL on the
   pick's correct path, `clip((before - after) / before, 0, 1)`. It pays for absorbing *any* path, and
   a small learner's NLL is lowest on its own domain, so it pays most for the samples that help least.
@@ -49,3 +51,12 @@ def heldout_alignment_reward(cosines: np.ndarray, has_target: np.ndarray) -> np.
     cos = np.clip(np.where(valid, cos, 0.0), -1.0, 1.0)
     floor = cos[valid].min() if valid.any() else -1.0
     return np.where(valid, cos, floor)
+
+
+def solved_reward(solved_before: np.ndarray, solved_after: np.ndarray) -> np.ndarray:
+    """The up direction's reward (`lada.up_reward=solved`): per pick, 1 where the server now solves the
+    question it got wrong before the update, 0 where it still fails it, -1 where it lost one it solved.
+
+    Why not the NLL drop on the client's path: the server lowers that on any path it trains on, its own
+    domains included; what the up direction is for is the questions the server could not answer."""
+    return np.asarray(solved_after, dtype=np.float64) - np.asarray(solved_before, dtype=np.float64)

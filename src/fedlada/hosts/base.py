@@ -1,8 +1,13 @@
 """Host frameworks: what one collaboration round does, written against a `RoundContext`.
 
 A host only sees the server object (it runs on the server side) and a channel to the clients.
-LaDa plugs in by deciding which public samples each pair exchanges and which loss transfers
-reasoning (see docs/plugin.md).
+Its exchange has two named points, and LaDa plugs into both (docs/plugin.md):
+
+- `select`: which public samples each (server, client) pair exchanges, in each direction (an `Exchange`);
+  a host sends every candidate both ways, LaDa's filters choose;
+- `transfer`: what the learners minimise on those samples, the host's own loss (FedMKT's KD,
+  FedCoLLM's mutual distillation, distill's SFT); LaDa adds DARD to it, or replaces it
+  (`lada.host_loss`).
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar
 
 from fedlada.config import RunConfig
+from fedlada.data.types import Example
 from fedlada.errors import ClientFailure, FedladaError
 from fedlada.federation.channel import Channel, ClientError
 from fedlada.federation.messages import LocalTrain, Message
@@ -81,17 +87,44 @@ class RoundContext:
         return len(self.channel.clients)
 
 
-class Host:
-    """Base host: each round, the host local step, then the host's exchange of public samples.
+@dataclass
+class Exchange:
+    """Which public samples each (server, client) pair exchanges in one round: `down[k]` the ids the
+    server teaches client k on, `up[k]` the ids client k teaches the server on (both in pool order)."""
 
-    `exchange` is the plug-in point: it decides which public samples each (server, client) pair
-    uses and which loss transfers reasoning. `with_lada` replaces it with LaDa's (fedlada/lada/).
+    pool: list[Example]
+    down: dict[int, list[str]]
+    up: dict[int, list[str]]
+
+    @classmethod
+    def everything(cls, pool: list[Example], clients: list[int], up: bool) -> Exchange:
+        """The hosts' own choice: every candidate to every client, and back where the server learns."""
+        ids = [e.id for e in pool]
+        return cls(pool, {k: ids for k in clients}, {k: ids for k in clients} if up else {})
+
+    def examples(self, ids: set[str] | list[str]) -> list[Example]:
+        """The pool's samples among `ids`, in pool order."""
+        wanted = set(ids)
+        return [e for e in self.pool if e.id in wanted]
+
+    def union(self, direction: str) -> list[Example]:
+        side = self.down if direction == "down" else self.up
+        return self.examples({sid for ids in side.values() for sid in ids})
+
+
+class Host:
+    """Base host: each round, the host local step, then its exchange, `transfer(select())`.
+
     `server_learns` says whether the host trains the server model from the clients; LaDa then
-    runs its up direction (SLM -> LLM) as well.
+    runs its up direction (SLM -> LLM) as well. `lada_host_loss` is what `X+lada` does with the
+    host's loss by default: `add` DARD to it (FedMKT's KD and FedCoLLM's distillation teach from
+    logits, which DARD does not), or `replace` it (distill's SFT on teacher paths is what DARD
+    stands for).
     """
 
     name: ClassVar[str]
     server_learns: ClassVar[bool] = False
+    lada_host_loss: ClassVar[str] = "add"
 
     def __init__(self, cfg: RunConfig):
         self.cfg = cfg
@@ -113,11 +146,18 @@ class Host:
         self.exchange(ctx)
 
     def exchange(self, ctx: RoundContext) -> None:
-        """No exchange: the models learn only from their own data."""
+        self.transfer(ctx, self.select(ctx))
+
+    def select(self, ctx: RoundContext) -> Exchange:
+        """Every candidate of the round, to every client (and back, where the server learns)."""
+        return Exchange.everything(ctx.server.candidate_pool(ctx.round), ctx.active_clients(), self.server_learns)
+
+    def transfer(self, ctx: RoundContext, exchange: Exchange) -> None:
+        """No transfer: the models learn only from their own data."""
 
     def deliver(self, ctx: RoundContext) -> None:
-        """What the clients must receive from the local step when a plug-in replaces `exchange`
-        (FedCoLLM: the FedAvg aggregate). Hosts whose exchange carries nothing else keep this empty."""
+        """What the clients must receive from the local step when a plug-in replaces `transfer`
+        (FedCoLLM: the FedAvg aggregate). Hosts whose transfer carries nothing else keep this empty."""
 
     def save_state(self, path) -> None:
         """Persist host state that must survive resume (LaDa's filters); stateless hosts keep none."""

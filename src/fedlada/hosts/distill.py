@@ -4,20 +4,21 @@ This is the baseline LaDa's filter has to beat: the same teacher paths, no choic
 """
 
 from fedlada.federation.messages import TeacherPaths
-from fedlada.hosts.base import Host, RoundContext
+from fedlada.hosts.base import Exchange, Host, RoundContext
 
 
 class Distill(Host):
     name = "distill"
+    lada_host_loss = "replace"  # DARD is the distillation loss; SFT on the paths is its ablation (`lada.loss=sft`)
 
-    def exchange(self, ctx: RoundContext) -> None:
-        pool = ctx.server.candidate_pool(ctx.round)
-        offer, stats = ctx.server.teacher_paths(ctx.round, pool)
+    def transfer(self, ctx: RoundContext, exchange: Exchange) -> None:
+        offer, stats = ctx.server.teacher_paths(ctx.round, exchange.union("down"))
         ctx.record("server", stats)
-        keep = [i for i, ok in enumerate(offer.correct) if ok]
-        correct_only = TeacherPaths(
-            ctx.round, [offer.sample_ids[i] for i in keep], [offer.prompts[i] for i in keep],
-            [offer.paths[i] for i in keep], [True] * len(keep),
-        )
-        for i in ctx.active_clients():
+        for i, ids in exchange.down.items():
+            wanted = set(ids)
+            keep = [j for j, (sid, ok) in enumerate(zip(offer.sample_ids, offer.correct)) if ok and sid in wanted]
+            correct_only = TeacherPaths(
+                ctx.round, [offer.sample_ids[j] for j in keep], [offer.prompts[j] for j in keep],
+                [offer.paths[j] for j in keep], [True] * len(keep),
+            )
             ctx.call(i, correct_only)  # None if the client failed: it just learns nothing this round

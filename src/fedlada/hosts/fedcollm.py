@@ -6,7 +6,9 @@ Each round, after the clients' local SFT on private data:
    averages them, weighted by the clients' training-set sizes (FedAvg) into one aggregate SLM;
 2. on the round's public samples (prompt + gold solution) the server distils mutually between its LLM
    and the aggregate: each learns `L_LM + lambda * KL(other || self)`, the other's distributions taken
-   before either learns (top-k, moved across tokenizers as in FedMKT when the two differ);
+   before either learns (top-k, moved across tokenizers as in FedMKT when the two differ). The
+   aggregate learns on the samples of the down direction, the LLM on those of the up direction: every
+   candidate for `fedcollm`, the union of LaDa's picks over the clients for `fedcollm+lada`;
 3. the aggregate goes back to every client.
 
 FedAvg needs the clients to share an architecture and a starting point: the config check demands
@@ -23,7 +25,7 @@ import torch
 from fedlada.config import RunConfig
 from fedlada.federation.messages import Arrays, Message, Report, register
 from fedlada.federation.participants import Client, client_handler, init_seed
-from fedlada.hosts.base import Host, RoundContext
+from fedlada.hosts.base import Exchange, Host, RoundContext
 from fedlada.hosts.fedmkt import knowledge, learn, receive
 from fedlada.models import load_model
 
@@ -99,18 +101,21 @@ class FedCoLLM(Host):
         for i in ctx.active_clients():
             ctx.call(i, SetWeights(ctx.round, state))
 
-    def exchange(self, ctx: RoundContext) -> None:
+    def transfer(self, ctx: RoundContext, exchange: Exchange) -> None:
         server, co, bs = ctx.server, self.cfg.fedcollm, self.cfg.runtime.eval_batch_size
-        pool = server.candidate_pool(ctx.round)
-        prompts, solutions = [e.prompt for e in pool], [e.solution for e in pool]
-        llm_k, _, _ = knowledge(server.lm, ctx.round, prompts, solutions, co.top_k, bs)
-        slm_k, _, _ = knowledge(self.slm, ctx.round, prompts, solutions, co.top_k, bs)
-        to_llm, to_slm = (receive(slm_k, server.lm, solutions, server.cache_dir),
-                          receive(llm_k, self.slm, solutions, server.cache_dir))
-        args = (ctx.round, prompts, solutions)
-        ctx.record("server", learn(server.lm, "server", self.cfg, server.pcfg, ctx.ui, *args, to_llm, 1.0, co.kd_weight, "fedcollm"))
-        # the aggregate is a client model, so it learns at the clients' rate
-        stats = learn(self.slm, "aggregate", self.cfg, self.cfg.clients[0], ctx.ui, *args, to_slm, 1.0, co.kd_weight, "fedcollm")
-        ctx.record("server", {f"aggregate/{k}": v for k, v in stats.items()})
+        pending = []
+        for learner, teacher, name, pcfg, samples in (
+                (server.lm, self.slm, "server", server.pcfg, exchange.union("up")),
+                (self.slm, server.lm, "aggregate", self.cfg.clients[0], exchange.union("down"))):  # a client model
+            prompts, solutions = [e.prompt for e in samples], [e.solution for e in samples]
+            if not samples:
+                continue
+            # the teacher's distributions are taken before either model learns
+            teacher_k, _, _ = knowledge(teacher, ctx.round, prompts, solutions, co.top_k, bs)
+            targets = receive(teacher_k, learner, solutions, server.cache_dir)
+            pending.append((learner, name, pcfg, prompts, solutions, targets))
+        for learner, name, pcfg, prompts, solutions, targets in pending:
+            stats = learn(learner, name, self.cfg, pcfg, ctx.ui, ctx.round, prompts, solutions, targets, 1.0,
+                          co.kd_weight, "fedcollm")
+            ctx.record("server", stats if name == "server" else {f"aggregate/{k}": v for k, v in stats.items()})
         self.deliver(ctx)
-

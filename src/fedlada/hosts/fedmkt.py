@@ -12,6 +12,10 @@ Each round, after the clients' local SFT on private data (the host local step):
 3. the server does the same with every client's distributions and its own (selective knowledge
    fusion), so the LLM learns from the SLMs too.
 
+Which samples go which way is the host's `select` (`hosts/base.py`): FedMKT exchanges every
+candidate with every client; under `fedmkt+lada`, LaDa's filters choose per pair and direction, so a
+client learns only on its down picks and answers only on its up picks (`Knowledge.learn`, `.ask`).
+
 What crosses the wire is public text one way and, per token, k ids and k log-probs both ways, plus
 each sender's vocabulary (the text of every token id; 3.1 MB for Gemma 3's 262,144 tokens, under a
 kilobyte for a `tiny-*` one) so that the receiver can map it onto its own: the bytes per round
@@ -29,7 +33,7 @@ from fedlada.distill.align import Sparse, project, select_targets, vocab_map
 from fedlada.distill.kd import train_kd
 from fedlada.federation.messages import Message, register
 from fedlada.federation.participants import Client, client_handler
-from fedlada.hosts.base import Host, RoundContext
+from fedlada.hosts.base import Exchange, Host, RoundContext
 from fedlada.seeding import derive_seed
 
 
@@ -53,6 +57,22 @@ class Knowledge(Message):
     vocab: list[str]
     arrays: dict[str, np.ndarray]
     values: dict[str, float] = field(default_factory=dict)
+    learn: list[str] = field(default_factory=list)  # server -> client: the ids the client trains on
+    ask: list[str] = field(default_factory=list)  # server -> client: the ids whose distributions it sends back
+
+    def subset(self, rows: list[int]) -> Knowledge:
+        """The same distributions on samples `rows` only (texts, arrays and ids cut alike)."""
+        a, off = self.arrays, self.arrays["offsets"]
+        spans = [np.arange(off[i], off[i + 1]) for i in rows]
+        tokens = np.concatenate(spans) if spans else np.zeros(0, dtype=np.int64)
+        arrays = {"offsets": np.cumsum([0] + [len(x) for x in spans]).astype(np.int64),
+                  **{k: a[k][tokens] for k in ("labels", "topk", "logp")}, "ce": a["ce"][rows]}
+
+        def cut(xs: list[str]) -> list[str]:
+            return [xs[i] for i in rows] if xs else []
+
+        return Knowledge(self.round, cut(self.sample_ids), cut(self.prompts), cut(self.solutions), self.vocab, arrays,
+                         dict(self.values))
 
 
 def knowledge(lm, round_: int, prompts: list[str], solutions: list[str], k: int, batch_size: int
@@ -98,23 +118,22 @@ def receive(msg: Knowledge, lm, solutions: list[str], cache_dir: Path | None = N
     return out
 
 
-def fuse(own: list[Sparse], own_ce: np.ndarray, others: list[tuple[list[Sparse], np.ndarray]], strategy: str) -> tuple[list[Sparse], float]:
-    """Per sample, FedMKT's selection among the learner's own distribution and the others'; also the
-    share of samples whose (`greater`) choice was not the learner's own."""
+def fuse(candidates: list[list[tuple[Sparse, float]]], strategy: str) -> tuple[list[Sparse], float]:
+    """FedMKT's selection, per sample, among its candidate distributions with their cross-entropies (the
+    learner's own first); also the share of samples whose (`greater`) choice was not the learner's own."""
     targets, foreign = [], 0
-    for i in range(len(own)):
-        cands = [own[i], *(o[0][i] for o in others)]
-        ces = [own_ce[i], *(o[1][i] for o in others)]
-        targets.append(select_targets(cands, np.array(ces), strategy))
+    for cands in candidates:
+        ces = np.array([ce for _, ce in cands])
+        targets.append(select_targets([d for d, _ in cands], ces, strategy))
         foreign += int(np.argmin(ces) != 0)
-    return targets, foreign / max(1, len(own))
+    return targets, foreign / max(1, len(candidates))
 
 
 def learn(lm, name: str, run, pcfg, ui, round_: int, prompts: list[str], solutions: list[str], targets: list[Sparse],
           lm_weight: float, kd_weight: float, label: str) -> dict[str, float]:
     """One KD phase (`round.transfer` at `pcfg`'s learning rate) with a progress bar, seeded by run seed,
     learner and round."""
-    cfg = pcfg.transfer(run.round)
+    cfg = pcfg.transfer(run.round).sized(len(prompts))
     with ui.task(f"{name}: round {round_} {label}", cfg.steps) as advance:
         return train_kd(lm, prompts, solutions, targets, cfg, lm_weight=lm_weight, kd_weight=kd_weight,
                         seed=derive_seed(run.seed, name, label, round_), progress=advance)
@@ -122,28 +141,61 @@ def learn(lm, name: str, run, pcfg, ui, round_: int, prompts: list[str], solutio
 
 @client_handler(Knowledge)
 def on_knowledge(client: Client, msg: Knowledge) -> Knowledge:
+    """Fuse and learn on the `learn` samples; answer with this client's distributions on the `ask` ones."""
     mkt, bs = client.run.fedmkt, client.run.runtime.eval_batch_size
     reply, own, own_ce = knowledge(client.lm, msg.round, msg.prompts, msg.solutions, mkt.top_k, bs)
-    server = receive(msg, client.lm, msg.solutions, client.cache_dir)
-    targets, foreign = fuse(own, own_ce, [(server, msg.arrays["ce"])], mkt.strategy)
-    stats = learn(client.lm, client.name, client.run, client.pcfg, client.ui, msg.round, msg.prompts, msg.solutions, targets, mkt.lm_weight, 1 - mkt.lm_weight, "fedmkt")
+    rows = _rows(msg.sample_ids, msg.learn)
+    taught = msg.subset(rows)
+    server = receive(taught, client.lm, taught.solutions, client.cache_dir)
+    targets, foreign = fuse([[(own[i], own_ce[i]), pair] for i, pair in zip(rows, zip(server, taught.arrays["ce"]))],
+                            mkt.strategy)
+    stats = learn(client.lm, client.name, client.run, client.pcfg, client.ui, msg.round, taught.prompts,
+                  taught.solutions, targets, mkt.lm_weight, 1 - mkt.lm_weight, "fedmkt")
+    reply.sample_ids = list(msg.sample_ids)
+    reply = reply.subset(_rows(msg.sample_ids, msg.ask))
     reply.values = {**stats, "fedmkt/teacher_chosen": foreign}
     return reply
+
+
+def _rows(sample_ids: list[str], wanted: list[str]) -> list[int]:
+    keep = set(wanted)
+    return [i for i, sid in enumerate(sample_ids) if sid in keep]
 
 
 class FedMKT(Host):
     name = "fedmkt"
     server_learns = True
 
-    def exchange(self, ctx: RoundContext) -> None:
+    def transfer(self, ctx: RoundContext, exchange: Exchange) -> None:
+        """Server knowledge on each pair's samples, the clients' on theirs back; the server fuses, per
+        sample it asked for, its own distribution with those of the clients that sent one."""
         server, mkt, bs = ctx.server, self.cfg.fedmkt, self.cfg.runtime.eval_batch_size
-        pool = server.candidate_pool(ctx.round)
-        prompts, solutions = [e.prompt for e in pool], [e.solution for e in pool]
-        msg, own, own_ce = knowledge(server.lm, ctx.round, prompts, solutions, mkt.top_k, bs)
-        msg.sample_ids, msg.prompts, msg.solutions = [e.id for e in pool], prompts, solutions
-        replies = [ctx.call(i, msg) for i in ctx.active_clients()]
-        # a client that failed (None, under runtime.on_client_failure=skip) contributes no knowledge
-        others = [(receive(r, server.lm, solutions, server.cache_dir), r.arrays["ce"]) for r in replies if r is not None]
-        targets, foreign = fuse(own, own_ce, others, mkt.strategy)
-        stats = learn(server.lm, server.name, self.cfg, server.pcfg, ctx.ui, ctx.round, prompts, solutions, targets, mkt.lm_weight, 1 - mkt.lm_weight, "fedmkt")
+        samples = exchange.examples({sid for side in (exchange.down, exchange.up) for ids in side.values() for sid in ids})
+        ids = [e.id for e in samples]
+        msg, own, own_ce = knowledge(server.lm, ctx.round, [e.prompt for e in samples], [e.solution for e in samples],
+                                     mkt.top_k, bs)
+        msg.sample_ids, msg.prompts, msg.solutions = ids, [e.prompt for e in samples], [e.solution for e in samples]
+        sent: dict[str, list[tuple[Sparse, float]]] = {}  # sample id -> the clients' distributions, client order
+        for k in sorted(set(exchange.down) | set(exchange.up)):
+            down, up = exchange.down.get(k, []), exchange.up.get(k, [])
+            part = msg.subset(_rows(ids, [*down, *up]))
+            part.learn, part.ask = list(down), list(up)
+            reply = ctx.call(k, part)
+            if reply is None:  # a failed client (runtime.on_client_failure=skip) contributes no knowledge
+                continue
+            for sid, dist, ce in zip(reply.sample_ids, receive(reply, server.lm, reply_solutions(reply, msg),
+                                                               server.cache_dir), reply.arrays["ce"]):
+                sent.setdefault(sid, []).append((dist, ce))
+        rows = [i for i, sid in enumerate(ids) if sid in sent]
+        if not rows:
+            return
+        targets, foreign = fuse([[(own[i], own_ce[i]), *sent[ids[i]]] for i in rows], mkt.strategy)
+        stats = learn(server.lm, server.name, self.cfg, server.pcfg, ctx.ui, ctx.round, [msg.prompts[i] for i in rows],
+                      [msg.solutions[i] for i in rows], targets, mkt.lm_weight, 1 - mkt.lm_weight, "fedmkt")
         ctx.record("server", {**stats, "fedmkt/teacher_chosen": foreign})
+
+
+def reply_solutions(reply: Knowledge, sent: Knowledge) -> list[str]:
+    """The solutions of a client's reply, which carries ids only (the server has the texts)."""
+    by_id = dict(zip(sent.sample_ids, sent.solutions))
+    return [by_id[sid] for sid in reply.sample_ids]

@@ -39,16 +39,8 @@ def on_candidates(client: Client, msg: Candidates) -> PairOffer:
     run, lada, lm = client.run, client.run.lada, client.lm
     bs = run.runtime.eval_batch_size
     cands = msg.candidates
-    # With an up offer the client writes greedy paths on every candidate anyway; they double as its
-    # rejected-side paths when those are greedy too.
-    greedy = lm.generate([c.prompt for c in cands], run.round.max_new_tokens, batch_size=bs) if msg.offer_up else None
-    reuse = greedy is not None and lada.student_temperature == 0
-    offered = [
-        Offered(c.sample_id, c.prompt, c.answer, c.path, c.correct, c.teacher_nll, flag=c.correct,
-                own_domain=c.domain in client.domains, learner_path=greedy[i] if reuse else None,
-                learner_correct=reuse and is_correct(greedy[i], c.answer))
-        for i, c in enumerate(cands)
-    ]
+    offered = [Offered(c.sample_id, c.prompt, c.answer, c.path, c.correct, c.teacher_nll, flag=c.correct,
+                       own_domain=c.domain in client.domains) for c in cands]
     selector = selector_for(run, client.state.get(FILTER), client.name, FILTER)
     pending, values = choose(client, selector, offered, lada.budget, msg.round)
     client.state[FILTER] = selector.state_dict()  # select moves the filter's state (scaler, generator)
@@ -66,16 +58,24 @@ def on_candidates(client: Client, msg: Candidates) -> PairOffer:
         private = client.private_matches([r.given + r.rejected for r in needs_reference])
         values["lada/withheld_private"] = float(sum(hit is not None for hit in private))
         needs_reference = [r for r, hit in zip(needs_reference, private) if hit is None]
-    reply = PairOffer(needs_reference, values=values)
-    if greedy is not None:
-        good = [i for i, c in enumerate(cands) if is_correct(greedy[i], c.answer)]
-        good = [i for i, hit in zip(good, client.private_matches([greedy[i] for i in good])) if hit is None]
-        prompts = [cands[i].prompt for i in good]
-        own_lp, own_n = _logps(lm, prompts, [greedy[i] for i in good], bs)
-        other_lp, other_n = _logps(lm, prompts, [cands[i].path for i in good], bs)
-        reply.up = [UpOffer(cands[i].sample_id, greedy[i], *vals)
-                    for i, *vals in zip(good, own_lp, own_n, other_lp, other_n)]
+    reply = PairOffer([p.sample_id for p in pending.picks], needs_reference, values=values)
+    if msg.offer_up:
+        reply.up = _up_offer(client, [c for c in cands if not c.correct])
     return reply
+
+
+def _up_offer(client: Client, wrong: list) -> list[UpOffer]:
+    """This client's correct paths on the candidates the server got wrong: only there can it teach the
+    server something new. Its own log-probs of both paths come along (the server's DARD reference)."""
+    lm, run = client.lm, client.run
+    bs = run.runtime.eval_batch_size
+    paths = lm.generate([c.prompt for c in wrong], run.round.max_new_tokens, batch_size=bs)
+    good = [(c, path) for c, path in zip(wrong, paths) if is_correct(path, c.answer)]
+    good = [g for g, hit in zip(good, client.private_matches([path for _, path in good])) if hit is None]
+    prompts = [c.prompt for c, _ in good]
+    own_lp, own_n = _logps(lm, prompts, [path for _, path in good], bs)
+    other_lp, other_n = _logps(lm, prompts, [c.path for c, _ in good], bs)
+    return [UpOffer(c.sample_id, path, *vals) for (c, path), *vals in zip(good, own_lp, own_n, other_lp, other_n)]
 
 
 @client_handler(References)

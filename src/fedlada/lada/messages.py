@@ -5,8 +5,9 @@ Down direction (server -> client k), per round:
 1. `Candidates`: the m public candidates, each with the server's path, its verification, the
    server's per-token NLL of it and the sample's public domain label (read only by the oracle bound
    and the logs).
-2. `PairOffer` (reply): the DARD pairs that need the teacher's reference log-probs, and, where the
-   host trains the server, the client's correct paths on the candidates (the up offer).
+2. `PairOffer` (reply): the client's picks, the DARD pairs that need the teacher's reference log-probs,
+   and, where the host trains the server, the client's correct paths on the candidates the server got
+   wrong (the up offer).
 3. `References`: the server's log-probs of those pairs (the DARD reference).
 4. `SelectionReport` (reply): per pick, what the filter saw and the reward it got.
 
@@ -90,6 +91,7 @@ class Candidates(Message):
 @register
 @dataclass
 class PairOffer(Message):
+    picks: list[str]  # the sample ids the client's filter chose (the host's exchange runs on them)
     needs_reference: list[RefRequest]
     up: list[UpOffer] = field(default_factory=list)
     values: dict[str, float] = field(default_factory=dict)

@@ -1,33 +1,43 @@
 """LaDa's server half and the plug-in factory `with_lada`. One round, against the paper (arXiv 2602.18749):
 
+  select (the host's `select` point):
     candidate pool C_t       m public samples (`Server.candidate_pool`)
     server paths             the LLM's paths on C_t, verified against the gold answers
-    for each client k (LLM -> SLM):
+    for each client k:
         Candidates  ->       client: features phi_k, filter F_k^down picks b samples, its own paths,
-                             DARD pairs (lada/client.py, lada/transfer.py `choose`)
+                             DARD pairs (lada/client.py, lada/transfer.py `choose`); it answers with
+                             its picks, the pairs that need the server's reference log-probs (computed
+                             now, before anyone learns) and, where the host trains the server, its
+                             correct paths on the questions the server got wrong (the up offer)
+        F_k^up               picks b' of client k's offer for the LLM (`choose`, the server as learner)
+  transfer (the host's `transfer` point):
+    the host's own loss on the picks (`lada.host_loss=add`: FedMKT's KD, FedCoLLM's distillation)
+    for each client k:
         References  ->       client: DARD update, reward r_k, F_k^down update (`learn`, `rewards`)
-    for each client k (SLM -> LLM), when the host trains the server:
-        the client's correct paths on C_t came with its PairOffer; F_k^up picks b' of them for the
-        LLM, with the same `choose` / `learn` / `rewards` as the down direction, the server as learner
-    evaluate                 (the runner)
+    up                       the server's DARD on the up pairs (client right, server wrong), once it has
+                             `lada.up_min_pairs` of them; reward: the question now solved
+  evaluate                 (the runner)
 
 Client-side filter state lives with each client; the server keeps its up filters (`UpFilters`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 from fedlada.config import RunConfig
+from fedlada.data.answers import is_correct
 from fedlada.federation.state import load_tree, save_tree
+from fedlada.filter.reward import solved_reward
+from fedlada.hosts.base import Exchange, Host, RoundContext
 from fedlada.lada import client as _client_handlers  # noqa: F401  (registers the client's handlers)
-from fedlada.lada.messages import Candidate, Candidates, PairOffer, PickReport, Reference, References, RefRequest
+from fedlada.lada.messages import Candidate, Candidates, PickReport, Reference, References, RefRequest, UpOffer
 from fedlada.lada.transfer import (
     Offered,
     Pending,
+    Pick,
     RewardProbe,
     choose,
     learn,
@@ -38,15 +48,41 @@ from fedlada.lada.transfer import (
     update,
 )
 
-if TYPE_CHECKING:  # hosts import this package to build their `+lada` variants
-    from fedlada.hosts.base import Host, RoundContext
+
+@dataclass
+class CarriedPick:
+    """An up pick the server has not trained on yet (too few pairs that round), with its reference."""
+
+    client: str
+    pick: Pick
+    reference: tuple[float, int, float, int]  # the client's log-probs of its path and of the server's
+
+    def to_tree(self) -> dict:
+        return {"client": self.client, "pick": asdict(self.pick), "reference": list(self.reference)}
+
+    @classmethod
+    def from_tree(cls, tree: dict) -> CarriedPick:
+        return cls(tree["client"], Pick(**tree["pick"]), tuple(tree["reference"]))
 
 
 @dataclass
-class UpFilters:
-    """The server's filters F_k^up, one saved state per client name."""
+class UpState:
+    """The server's side of LaDa across rounds: its filters F_k^up (a saved state per client name) and
+    the up picks carried over to the next round."""
 
-    states: dict[str, dict] = field(default_factory=dict)
+    filters: dict[str, dict] = field(default_factory=dict)
+    carried: list[CarriedPick] = field(default_factory=list)
+
+
+@dataclass
+class LadaExchange(Exchange):
+    """LaDa's `select` result: the host's `Exchange` (the picks), plus what its `transfer` needs."""
+
+    candidates: dict[str, Candidate] = field(default_factory=dict)
+    references: dict[int, list[Reference]] = field(default_factory=dict)  # client index -> DARD references
+    up_picks: dict[int, Pending] = field(default_factory=dict)  # client index -> F_k^up's picks
+    # (client index, sample id) of an up pick -> the client's log-probs of its path and of the server's
+    up_references: dict[tuple[int, str], tuple[float, int, float, int]] = field(default_factory=dict)
 
 
 class Lada:
@@ -54,9 +90,10 @@ class Lada:
 
     def __init__(self, cfg: RunConfig, up: bool):
         self.cfg, self.up = cfg, up
-        self.filters = UpFilters()
+        self.state = UpState()
 
-    def exchange(self, ctx: RoundContext) -> None:
+    def select(self, ctx: RoundContext) -> LadaExchange:
+        """Every client's filter picks its down samples; the server's F_k^up picks from client k's offer."""
         server, bs = ctx.server, self.cfg.runtime.eval_batch_size
         pool = server.candidate_pool(ctx.round)
         offer, stats = server.teacher_paths(ctx.round, pool)
@@ -66,18 +103,25 @@ class Lada:
         candidates = [Candidate(sid, prompt, e.answer, path, ok, float(x), e.domain)
                       for sid, prompt, e, path, ok, x in zip(offer.sample_ids, offer.prompts, expanded, offer.paths,
                                                              offer.correct, nll)]
-        by_id = {c.sample_id: c for c in candidates}
-        offers: list[PairOffer | None] = []
-        for i in range(ctx.num_clients):
+        ex = LadaExchange(pool, {}, {}, candidates={c.sample_id: c for c in candidates})
+        for i in ctx.active_clients():
             pair_offer = ctx.call(i, Candidates(ctx.round, candidates, self.up))
-            offers.append(pair_offer)
             if pair_offer is None:  # the client failed this round
                 continue
-            report = ctx.call(i, References(ctx.round, self._references(server, pair_offer.needs_reference)))
+            ex.down[i] = pair_offer.picks
+            ex.references[i] = self._references(server, pair_offer.needs_reference)
+            if self.up:
+                self._choose_up(ctx, ex, i, pair_offer.up)
+        return ex
+
+    def transfer(self, ctx: RoundContext, ex: LadaExchange) -> None:
+        """DARD on the picks: each client with the server's references, then the server on its up pairs."""
+        for i, refs in ex.references.items():
+            report = ctx.call(i, References(ctx.round, refs))
             if report is not None:
-                self._log(ctx, ctx.channel.clients[i].name, "down", report.picks, by_id)
+                self._log(ctx, ctx.channel.clients[i].name, "down", report.picks, ex.candidates)
         if self.up:
-            self._learn_up(ctx, by_id, offers)
+            self._learn_up(ctx, ex)
 
     def _references(self, server, requests: list[RefRequest]) -> list[Reference]:
         """The teacher's log-probs of each pair, with its own model and tokenizer (the DARD reference)."""
@@ -90,68 +134,101 @@ class Lada:
         return [Reference(r.sample_id, float(a), int(b), float(c), int(d))
                 for r, a, b, c, d in zip(requests, c_lp.cpu(), c_n.cpu(), r_lp.cpu(), r_n.cpu())]
 
-    def _learn_up(self, ctx: RoundContext, by_id: dict[str, Candidate], offers: list[PairOffer | None]) -> None:
-        """Each F_k^up picks from client k's correct paths; the server learns all picks in one phase; each
-        F_k^up then gets the rewards of its own picks."""
-        server, cfg = ctx.server, self.cfg
-        chosen: list[tuple[int, object, Pending]] = []
-        pairs, refs = [], []
-        for k, pair_offer in enumerate(offers):
-            if pair_offer is None or not pair_offer.up:
-                continue
-            name = ctx.channel.clients[k].name
-            offered = [
-                Offered(u.sample_id, by_id[u.sample_id].prompt, by_id[u.sample_id].answer, u.path, True,
-                        -u.own_logp / max(u.own_tokens, 1), flag=not by_id[u.sample_id].correct, own_domain=True,
-                        learner_path=by_id[u.sample_id].path, learner_correct=by_id[u.sample_id].correct)
-                for u in pair_offer.up
-            ]
-            selector = selector_for(cfg, self.filters.states.get(name), f"server-up-{k}", f"filter_up_{k}")
-            pending, _ = choose(server, selector, offered, cfg.lada.up_budget, ctx.round)
-            self.filters.states[name] = selector.state_dict()
-            scalars = {u.sample_id: (u.own_logp, u.own_tokens, u.other_logp, u.other_tokens) for u in pair_offer.up}
-            for sid, pair in zip(pending.pair_ids(), pending.pairs()):
-                pairs.append(pair)
-                refs.append(scalars[sid] if pair[2] is not None else None)  # the client's log-probs: the reference
-            chosen.append((k, selector, pending))
-        if not pairs:
+    def _choose_up(self, ctx: RoundContext, ex: LadaExchange, k: int, offers: list[UpOffer]) -> None:
+        """F_k^up picks among client k's paths on questions the server got wrong; the pair is the client's
+        path against the server's wrong one (a question both solve teaches the server nothing new)."""
+        server, cfg, name = ctx.server, self.cfg, ctx.channel.clients[k].name
+        offered = up_offered(offers, ex.candidates)
+        ctx.record("server", {f"lada/up_offered/{name}": float(len(offers)), f"lada/up_novel/{name}": float(len(offered))})
+        if not offered:
             return
+        selector = selector_for(cfg, self.state.filters.get(name), f"server-up-{k}", f"filter_up_{k}")
+        pending, _ = choose(server, selector, offered, cfg.lada.up_budget, ctx.round)
+        self.state.filters[name] = selector.state_dict()
+        ex.up_picks[k] = pending
+        ex.up[k] = [p.sample_id for p in pending.picks]
+        by_id = {u.sample_id: u for u in offers}
+        for sid in ex.up[k]:
+            u = by_id[sid]
+            ex.up_references[k, sid] = (u.own_logp, u.own_tokens, u.other_logp, u.other_tokens)
+
+    def _learn_up(self, ctx: RoundContext, ex: LadaExchange) -> None:
+        """The server learns all up pairs of the round (and those carried over) in one phase, once there are
+        `lada.up_min_pairs`; each F_k^up then gets the rewards of its own picks."""
+        server, cfg = ctx.server, self.cfg
+        carried = list(self.state.carried)
+        for k, pending in ex.up_picks.items():
+            name = ctx.channel.clients[k].name
+            carried += [CarriedPick(name, p, ex.up_references[k, p.sample_id]) for p in pending.picks]
+        if len(carried) < cfg.lada.up_min_pairs:
+            self.state.carried = carried
+            ctx.record("server", {"lada/up_carried": float(len(carried))})
+            return
+        self.state.carried = []
+        pending = Pending(ctx.round, [c.pick for c in carried])
+        pairs, refs = pending.pairs(), [c.reference for c in carried]
         local = own_data_pairs(server, len(pairs), ctx.round) if cfg.lada.loss == "dard" else []
         stats = learn(server, pairs, refs, local, ctx.round, "server")
-        all_rewards = []
-        for k, selector, pending in chosen:
-            reward, _ = rewards(RewardProbe("nll_drop"), server, pending)  # the up direction keeps nll_drop for now
-            update(selector, pending, reward)
-            name = ctx.channel.clients[k].name
-            self.filters.states[name] = selector.state_dict()
-            all_rewards.extend(reward)
+        reward = self._up_rewards(server, pending)
+        rewards_by_client: dict[str, list[int]] = {}
+        for j, c in enumerate(carried):
+            rewards_by_client.setdefault(c.client, []).append(j)
+        for name, rows in rewards_by_client.items():
+            k = next(i for i, c in enumerate(ctx.channel.clients) if c.name == name)
+            selector = selector_for(cfg, self.state.filters.get(name), f"server-up-{k}", f"filter_up_{k}")
+            if selector.state_dict().get("awaiting_update", True):  # false: F_k^up chose nothing this round
+                update(selector, Pending(ctx.round, [carried[j].pick for j in rows]), reward[rows])
+                self.state.filters[name] = selector.state_dict()
             self._log(ctx, name, "up", [
                 PickReport(p.sample_id, p.features, p.f1, p.f2, p.score, float(r), True, p.learner_correct, p.own_domain)
-                for p, r in zip(pending.picks, reward)], by_id)
-        ctx.record("server", {**stats, "lada/reward_up": float(np.mean(all_rewards))})
+                for p, r in ((carried[j].pick, reward[j]) for j in rows)], ex.candidates)
+        ctx.record("server", {**stats, "lada/reward_up": float(np.mean(reward)), "lada/up_pairs": float(len(pairs)),
+                              "lada/up_carried": 0.0})
 
-    def _log(self, ctx: RoundContext, client: str, direction: str, picks: list[PickReport], by_id: dict) -> None:
+    def _up_rewards(self, server, pending: Pending) -> np.ndarray:
+        if self.cfg.lada.up_reward == "nll_drop":
+            return rewards(RewardProbe("nll_drop"), server, pending)[0]
+        picks = pending.picks
+        paths = server.lm.generate([p.prompt for p in picks], self.cfg.round.max_new_tokens,
+                                   batch_size=self.cfg.runtime.eval_batch_size)
+        return solved_reward([p.learner_correct for p in picks], [is_correct(g, p.answer) for g, p in zip(paths, picks)])
+
+    def _log(self, ctx: RoundContext, client: str, direction: str, picks: list[PickReport],
+             candidates: dict[str, Candidate]) -> None:
         def num(x: float):
             return None if np.isnan(x) else round(float(x), 5)
 
         for p in picks:
             ctx.selections.append({
                 "round": ctx.round, "client": client, "direction": direction, "sample_id": p.sample_id,
-                "domain": by_id[p.sample_id].domain, "features": [round(float(x), 5) for x in p.features],
+                "domain": candidates[p.sample_id].domain if p.sample_id in candidates else None,
+                "features": [round(float(x), 5) for x in p.features],
                 "f1": num(p.f1), "f2": num(p.f2), "score": num(p.score), "reward": round(float(p.reward), 5),
                 "teacher_correct": p.teacher_correct, "learner_correct": p.learner_correct,
                 **({"own_domain": p.own_domain} if direction == "down" else {}),
             })
 
     def save_state(self, path) -> None:
-        save_tree(path, {"up_filters": self.filters.states})
+        save_tree(path, {"up_filters": self.state.filters, "up_carried": [c.to_tree() for c in self.state.carried]})
 
     def load_state(self, path) -> None:
-        self.filters = UpFilters((load_tree(path) or {}).get("up_filters", {}))
+        tree = load_tree(path) or {}
+        self.state = UpState(tree.get("up_filters", {}), [CarriedPick.from_tree(c) for c in tree.get("up_carried", [])])
+
+
+def up_offered(offers: list[UpOffer], candidates: dict[str, Candidate]) -> list[Offered]:
+    """The up direction's candidates: a client's correct paths on the questions the server got wrong, each
+    to be learned against the server's wrong path (the DARD pair). Where the server was right the client's
+    path teaches it nothing new, so it is not offered."""
+    return [Offered(u.sample_id, candidates[u.sample_id].prompt, candidates[u.sample_id].answer, u.path, True,
+                    -u.own_logp / max(u.own_tokens, 1), flag=True, own_domain=True,
+                    learner_path=candidates[u.sample_id].path, learner_correct=False)
+            for u in offers if not candidates[u.sample_id].correct]
 
 
 def with_lada(host_cls: type[Host]) -> type[Host]:
-    """`X+lada`: host X whose public-sample exchange is LaDa's filter + DARD (both directions if X trains the server)."""
+    """`X+lada`: host X whose exchange LaDa's filters choose (`select`), with DARD added to X's own loss on
+    the picks or in its place (`transfer`, `lada.host_loss`); both directions where X trains the server."""
 
     class WithLada(host_cls):
         name = f"{host_cls.name}+lada"
@@ -159,10 +236,17 @@ def with_lada(host_cls: type[Host]) -> type[Host]:
         def __init__(self, cfg: RunConfig):
             super().__init__(cfg)
             self.lada = Lada(cfg, up=host_cls.server_learns)
+            self.host_loss = cfg.lada.host_loss or host_cls.lada_host_loss
 
-        def exchange(self, ctx: RoundContext) -> None:
-            self.deliver(ctx)
-            self.lada.exchange(ctx)
+        def select(self, ctx: RoundContext) -> LadaExchange:
+            return self.lada.select(ctx)
+
+        def transfer(self, ctx: RoundContext, exchange: LadaExchange) -> None:
+            if self.host_loss == "add":
+                super().transfer(ctx, exchange)
+            else:
+                self.deliver(ctx)
+            self.lada.transfer(ctx, exchange)
 
         def save_state(self, path) -> None:
             self.lada.save_state(path)

@@ -67,6 +67,7 @@ class Pick:
     f2: float
     score: float
     nll_before: float
+    answer: str = ""  # the public gold answer (the up reward checks the server's new path against it)
 
 
 @dataclass
@@ -151,7 +152,7 @@ def choose(learner, selector, offered: list[Offered], budget: int, round_: int) 
     own_paths.update({i: (p, is_correct(p, offered[i].answer)) for i, p in zip(missing, paths)})
     picks = [
         Pick(offered[i].sample_id, prompts[i], offered[i].path, offered[i].path_correct, *own_paths[i],
-             bool(own[i]), phi[i].tolist(), float(f1), float(f2), float(s), float(learner_nll[i]))
+             bool(own[i]), phi[i].tolist(), float(f1), float(f2), float(s), float(learner_nll[i]), offered[i].answer)
         for i, f1, f2, s in zip(chosen, sel.f1, sel.f2, sel.score)
     ]
     stats = {"seconds/features": t_features, "seconds/filter": t_select,

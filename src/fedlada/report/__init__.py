@@ -60,6 +60,22 @@ def summary(rows: list[dict]) -> dict[str, float]:
     return out
 
 
+BY_DOMAIN = "accuracy_by_domain/"
+
+
+def server_domain_grid(rows: list[dict]) -> tuple[list[str], list[list[str]]] | None:
+    """Header and body of the server's round x domain accuracy table (global test, in percent); None
+    without per-domain numbers. Why: a gain on the domain the server lacked must be visible next to any
+    loss elsewhere."""
+    server = sorted((r for r in rows if r["role"] == "server" and r["split"] == "global_test"), key=lambda r: r["round"])
+    domains = sorted({k.removeprefix(BY_DOMAIN) for r in server for k in r if k.startswith(BY_DOMAIN)})
+    if not domains:
+        return None
+    body = [[str(r["round"])] + [f"{100 * r[BY_DOMAIN + d]:.1f}" if BY_DOMAIN + d in r else "" for d in domains]
+            for r in server]
+    return ["round", *domains], body
+
+
 def markdown_table(header: list[str], body: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in body]
@@ -281,6 +297,9 @@ def write_report(run_dir: Path, *, plot: bool = True) -> Path:
         f"({100 * s['client_own_gain']:+.1f} vs round 0), {100 * s['client_global']:.1f}% global "
         f"({100 * s['client_global_gain']:+.1f}); server {100 * s['server_global']:.1f}% ({100 * s['server_gain']:+.1f}).",
     ]
+    by_domain = server_domain_grid(rows)
+    if by_domain:
+        parts += ["", "Server accuracy (%) on the global test set, per domain:", "", markdown_table(*by_domain)]
     parts += audit_statement(rows)
     if plot:
         plot_accuracy(rows, run_dir / "accuracy.png")

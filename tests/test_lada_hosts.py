@@ -1,0 +1,146 @@
+"""LaDa inside its hosts: the up direction's pairs, reward and carry-over, and `fedmkt+lada` /
+`fedcollm+lada` running their host's own exchange on LaDa's picks."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+from fedlada.config import config_from_dict
+from fedlada.federation.runner import Runner
+from fedlada.filter.features import n_features
+from fedlada.filter.reward import solved_reward
+from fedlada.hosts.base import RoundContext
+from fedlada.hosts.fedmkt import Knowledge
+from fedlada.lada import server as lada_server
+from fedlada.lada.messages import Candidate, PairOffer, UpOffer
+from fedlada.lada.server import Lada, LadaExchange, up_offered
+from fedlada.lada.transfer import Pending, Pick
+
+
+def _candidate(sid, server_correct):
+    return Candidate(sid, f"Q{sid}", "7", f"server path {sid}", server_correct, 0.5, "add")
+
+
+def test_up_pairs_only_where_the_client_is_right_and_the_server_wrong():
+    candidates = {"a": _candidate("a", True), "b": _candidate("b", False)}
+    offers = [UpOffer("a", "client path a", -3.0, 6, -4.0, 6), UpOffer("b", "client path b", -2.0, 4, -5.0, 5)]
+    offered = up_offered(offers, candidates)
+    assert [o.sample_id for o in offered] == ["b"]  # both right on "a": nothing new for the server
+    o = offered[0]
+    assert (o.path, o.learner_path, o.learner_correct) == ("client path b", "server path b", False)
+    assert o.writer_nll == pytest.approx(0.5)  # the client's per-token NLL of its own path
+    pick = Pick(o.sample_id, o.prompt, o.path, True, o.learner_path, o.learner_correct, True, [0.0], 0, 0, 0, 1.0)
+    assert Pending(1, [pick]).pairs() == [("Qb", "client path b", "server path b")]  # one contrastive pair
+
+
+def test_up_reward_pays_for_questions_the_server_now_solves():
+    before = np.array([False, False, True, True])
+    after = np.array([True, False, True, False])
+    assert solved_reward(before, after).tolist() == [1.0, 0.0, 0.0, -1.0]
+
+
+def _up_round(cfg, round_, sample_ids):
+    """A fake round with up picks from client-0, for `Lada._learn_up` alone."""
+    picks = [Pick(sid, f"Q{sid}", f"client {sid}", True, f"server {sid}", False, True,
+                  [0.1] * n_features(cfg.lada.embedding_dim), 0.0, 0.0, 0.0, 1.0, "7") for sid in sample_ids]
+    ex = LadaExchange([], {}, {0: list(sample_ids)}, up_picks={0: Pending(round_, picks)},
+                      up_references={(0, sid): (-1.0, 3, -2.0, 3) for sid in sample_ids})
+    recorded = {}
+    ctx = SimpleNamespace(round=round_, server=SimpleNamespace(), channel=SimpleNamespace(clients=[SimpleNamespace(name="client-0")]),
+                          selections=[], record=lambda who, values: recorded.update(values))
+    return ex, ctx, recorded
+
+
+def test_too_few_up_pairs_are_carried_over_and_survive_resume(tiny_config_dict, tmp_path, monkeypatch):
+    cfg = config_from_dict(dict(tiny_config_dict, method="standalone+lada", lada={"up_min_pairs": 3}))
+    trained = []
+    monkeypatch.setattr(lada_server, "learn", lambda learner, pairs, refs, local, r, label: trained.append((pairs, refs)) or {})
+    monkeypatch.setattr(lada_server, "own_data_pairs", lambda *a: [])
+    monkeypatch.setattr(Lada, "_up_rewards", lambda self, server, pending: np.ones(len(pending.picks)))
+
+    lada = Lada(cfg, up=True)
+    ex, ctx, recorded = _up_round(cfg, 1, ["p", "q"])
+    lada._learn_up(ctx, ex)
+    assert trained == [] and recorded["lada/up_carried"] == 2  # 2 < 3: the server does not train this round
+    lada.save_state(tmp_path / "state")
+
+    resumed = Lada(cfg, up=True)
+    resumed.load_state(tmp_path / "state")  # a restart between the two rounds
+    assert [c.pick.sample_id for c in resumed.state.carried] == ["p", "q"]
+    ex, ctx, recorded = _up_round(cfg, 2, ["r", "s"])
+    resumed._learn_up(ctx, ex)
+    (pairs, refs), = trained
+    assert [p[1] for p in pairs] == ["client p", "client q", "client r", "client s"]  # carried first, then new
+    assert all(p[2].startswith("server") for p in pairs) and refs == [(-1.0, 3, -2.0, 3)] * 4
+    assert resumed.state.carried == [] and recorded["lada/up_pairs"] == 4
+    assert [s["sample_id"] for s in ctx.selections] == ["p", "q", "r", "s"]  # every pick got its reward
+
+
+def _spy(monkeypatch):
+    """Every (client index, message, reply) a host sends during a run."""
+    calls = []
+    real = RoundContext.call
+
+    def call(self, index, msg):
+        reply = real(self, index, msg)
+        calls.append((self.round, index, msg, reply))
+        return reply
+
+    monkeypatch.setattr(RoundContext, "call", call)
+    return calls
+
+
+def _lada_dict(d, **lada):
+    return dict(d, lada={"budget": 8, "up_budget": 3, "up_min_pairs": 1, **lada})
+
+
+def test_fedmkt_lada_sends_fedmkt_knowledge_on_exactly_the_picks(tiny_config_dict, tmp_path, monkeypatch):
+    calls = _spy(monkeypatch)
+    cfg = config_from_dict(_lada_dict(dict(tiny_config_dict, method="fedmkt+lada")))
+    rows = Runner(cfg, tmp_path / "mkt").run()
+    for t in (1, 2):
+        picks = {i: reply.picks for r, i, _, reply in calls if r == t and isinstance(reply, PairOffer)}
+        knowledge = {i: (msg, reply) for r, i, msg, reply in calls if r == t and isinstance(msg, Knowledge)}
+        assert set(knowledge) == set(picks) == {0, 1}
+        for i, (msg, reply) in knowledge.items():
+            assert len(picks[i]) == 8 and sorted(msg.learn) == sorted(picks[i])  # the client learns on its picks
+            assert set(msg.sample_ids) == set(msg.learn) | set(msg.ask)
+            assert len(msg.ask) <= 3 and reply.sample_ids == msg.ask  # it answers on F_k^up's picks only
+    last = {(r["participant"], r["split"]): r for r in rows if r["round"] == 2}
+    assert last["client-0", "local_test"]["kd/kd"] > 0 and "seconds/dard" in last["client-0", "local_test"]  # KD, then DARD
+
+    alone = Runner(config_from_dict(_lada_dict(dict(tiny_config_dict, method="standalone+lada"))), tmp_path / "alone").run()
+    alone_last = {(r["participant"], r["split"]): r for r in alone if r["round"] == 2}
+    assert "kd/kd" not in alone_last["client-0", "local_test"]
+    assert last["client-0", "local_test"]["bytes_received"] > alone_last["client-0", "local_test"]["bytes_received"]
+    weights = [load_file(tmp_path / run / "checkpoints" / "round-2" / "client-0" / "model" / "model.safetensors")
+               for run in ("mkt", "alone")]
+    assert any(not np.array_equal(weights[0][k], weights[1][k]) for k in weights[0])  # another round than LaDa alone
+
+
+def test_fedcollm_lada_averages_then_distils_on_the_picks_only(tiny_config_dict, tmp_path, monkeypatch):
+    from fedlada.hosts import fedcollm
+
+    calls = _spy(monkeypatch)
+    learned = []
+    real_learn = fedcollm.learn
+
+    def learn(lm, name, *args):
+        learned.append((args[3], name, list(args[4])))  # round, learner, prompts
+        return real_learn(lm, name, *args)
+
+    monkeypatch.setattr(fedcollm, "learn", learn)
+    d = dict(tiny_config_dict, method="fedcollm+lada")
+    d["clients"] = [{"model": {"name": "tiny-llama-xs", "init_group": "slm"}, "base": d["clients"][0]["base"]}] * 2
+    rows = Runner(config_from_dict(_lada_dict(d)), tmp_path / "co").run()
+    for t in (1, 2):
+        down = {sid for r, i, _, reply in calls if r == t and isinstance(reply, PairOffer) for sid in reply.picks}
+        offers = [m for r, _, m, _ in calls if r == t and type(m).__name__ == "Candidates"]
+        prompt_of = {c.sample_id: c.prompt for c in offers[0].candidates}
+        by_learner = {name: prompts for r, name, prompts in learned if r == t}
+        assert sorted(by_learner["aggregate"]) == sorted(prompt_of[sid] for sid in down)  # LLM -> aggregate on the picks
+        assert len(by_learner.get("server", [])) <= 2 * 3  # aggregate -> LLM on the up picks of both clients
+    last = {(r["participant"], r["split"]): r for r in rows if r["round"] == 2}
+    assert last["server", "global_test"]["fedcollm/averaged"] == 2  # FedAvg of both clients came first
