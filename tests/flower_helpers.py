@@ -7,7 +7,7 @@ import ipaddress
 from pathlib import Path
 
 FLOWER_PROGRAMS = ("flower-superlink", "flower-supernode", "flower-superexec", "flwr-serverapp", "flwr-clientapp",
-                   "flwr-simulation", "flwr run", "raylet", "gcs_server")
+                   "flwr-simulation", "flwr run", "raylet", "gcs_server", "fedlada.federation.flower.worker")
 
 
 def make_tls(directory: Path) -> tuple[Path, Path, Path]:

@@ -3,8 +3,11 @@
 The ServerApp runs the same `Runner` as `fedlada run`, holding the server and the host; the only
 difference is its channel, whose `call(i, msg)` sends the project message to the SuperNode holding
 partition i and waits for the reply. Bytes are counted as in-process: the size of `encode(msg)`.
-The ClientApp decodes the message and hands it to `node.Node`, which rebuilds the client from
-its state directory, so it works whether a ClientApp process lives for one message or many.
+The ClientApp decodes the message and hands it to `node.Node`, which keeps its client's state in the
+node's state directory, so it works whether a ClientApp process lives for one message (Flower's
+default) or many (`flower/worker.py`, which keeps the `Node` and its loaded model between messages).
+Each reply carries, next to the project message, the stamp of the snapshot the node wrote (record
+`fedlada.node`); the server's checkpoint records them, and a resume checks them (node.py).
 
 Run config keys (defaults in the app's pyproject.toml; `fedlada flower ...` sets them):
 `config` (path or packaged name), `set` (overrides, `;`-separated), `config-yaml` (a full config;
@@ -21,10 +24,11 @@ import sys
 import tempfile
 import time
 import traceback
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
-from flwr.app import Context, Message
+from flwr.app import ConfigRecord, Context, Message
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
@@ -39,16 +43,24 @@ from fedlada.progress import UI
 
 MESSAGE_TYPE = "query.fedlada"
 STATUS = "flower-status.json"
+NODE_RECORD = "fedlada.node"  # ConfigRecord in a reply: the snapshot the node wrote (round, stamp)
 
 
 class LogUI(UI):
-    """Plain log lines (Flower collects the apps' output); no progress bars."""
+    """Plain log lines (Flower collects the apps' output, and `fedlada flower local` echoes the
+    ServerApp's); no progress bars: a task logs one line when it is done."""
 
     def __init__(self, prefix: str = ""):
         self.prefix = prefix
 
     def log(self, message: str) -> None:
         print(f"{time.strftime('%H:%M:%S')} {self.prefix}{message}", file=sys.stderr, flush=True)
+
+    @contextmanager
+    def task(self, description: str, total: int):
+        start = time.monotonic()
+        yield lambda n=1: None
+        self.log(f"{description}: done in {time.monotonic() - start:.1f} s")
 
 
 def config_from_run(run_config) -> RunConfig:
@@ -78,9 +90,12 @@ class FlowerChannel(Channel):
     """`Channel` whose clients live on SuperNodes; one Flower message per project message."""
 
     def __init__(self, grid: Grid, node_ids: list[int], names: list[str], poll_max: float = 0.5,
-                 timeout: float | None = None):
+                 timeout: float | None = None, ui: UI | None = None):
         super().__init__([RemoteClient(n) for n in names])
         self.grid, self.node_ids, self.poll_max, self.timeout = grid, node_ids, poll_max, timeout
+        self.ui = ui or UI()
+        # Per client, round -> stamp of the node's snapshot of that round (from its replies or a checkpoint).
+        self.snapshots: list[dict[int, str]] = [{} for _ in names]
 
     @classmethod
     def connect(cls, grid: Grid, num_clients: int, wait: float, ui: UI) -> FlowerChannel:
@@ -103,7 +118,7 @@ class FlowerChannel(Channel):
         if missing:
             raise ValueError(f"no SuperNode holds partition(s) {missing}")
         ui.log("SuperNodes: " + ", ".join(f"client-{i} on node {by_partition[i]}" for i in range(num_clients)))
-        return cls(grid, [by_partition[i] for i in range(num_clients)], [f"client-{i}" for i in range(num_clients)])
+        return cls(grid, [by_partition[i] for i in range(num_clients)], [f"client-{i}" for i in range(num_clients)], ui=ui)
 
     def exchange(self, index: int, request: ProjectMessage) -> ProjectMessage:
         """Send one message to client `index` and wait for its reply (not counted as traffic).
@@ -111,6 +126,7 @@ class FlowerChannel(Channel):
         ClientError when the node reports an error or (with `timeout`) no reply comes in time."""
         name, kind = self.clients[index].name, type(request).__name__
         msg = Message(content=to_record(request), dst_node_id=self.node_ids[index], message_type=MESSAGE_TYPE)
+        start = time.monotonic()
         ids = set(self.grid.push_messages([msg]))
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
         pause, replies = 0.01, []
@@ -130,6 +146,12 @@ class FlowerChannel(Channel):
         if isinstance(content, NodeError):
             err = content.error()
             raise ClientError(name, kind, f"node {self.node_ids[index]}: {one_line(err)}") from err
+        if NODE_RECORD in reply.content:
+            meta = reply.content[NODE_RECORD]
+            if int(meta["snapshot"]) >= 0:
+                self.snapshots[index][int(meta["snapshot"])] = str(meta["stamp"])
+        if not isinstance(request, Hello):  # progress on the server's screen: a round is many such steps
+            self.ui.log(f"{name}: {kind} answered in {time.monotonic() - start:.1f} s")
         return content
 
     def _send(self, index: int, request: ProjectMessage, data: bytes) -> tuple[ProjectMessage, int]:
@@ -143,23 +165,42 @@ class FlowerChannel(Channel):
         # Back to the node's own round snapshot, and saved as this round's too (the runner checkpoints
         # next, and a resume restores every node to the checkpointed round).
         try:
-            self.exchange(index, Restore(round_, snapshot=round_ + 1))
+            self.exchange(index, Restore(round_, snapshot=round_ + 1, expect=self.snapshots[index].get(round_, "")))
         except ClientError as err:  # still unreachable: it restores when it is next asked to (resume)
-            print(f"could not put {err.client} back to round {round_}: {err.reason}", file=sys.stderr)
+            self.ui.log(f"could not put {err.client} back to round {round_}: {err.reason} (the checkpoint records it "
+                        f"at round {round_}: a resume puts it back)")
 
     def save_clients(self, path: Path, round_: int) -> None:
-        # Each node snapshotted its client when it answered Evaluate(round_), the round's last message.
+        # Each node snapshotted its client when it answered Evaluate(round_), the round's last message
+        # (or, failed in the round, when it was put back). The stamps let a resume check that a node
+        # still holds that very state. A client whose put-back did not reach it is recorded at the last
+        # round it has a snapshot of: a resume puts it back from there.
+        where = {}
+        for i, c in enumerate(self.clients):
+            known = [r for r in self.snapshots[i] if r <= round_]
+            if known:
+                r = round_ if round_ in self.snapshots[i] else max(known)
+                where[c.name] = {"round": r, "stamp": self.snapshots[i][r]}
         (path / "clients.json").write_text(json.dumps(
-            {"round": round_, "clients": [c.name for c in self.clients], "where": "each SuperNode's state-dir"}) + "\n")
+            {"round": round_, "clients": [c.name for c in self.clients], "where": "each SuperNode's state-dir",
+             "snapshots": where}) + "\n")
 
     def load_clients(self, path: Path, round_: int) -> None:
-        for i in range(len(self.clients)):
+        try:
+            saved = json.loads((path / "clients.json").read_text()).get("snapshots", {})
+        except (OSError, ValueError, TypeError):  # a checkpoint from before stamps: restore unchecked
+            saved = {}
+        for i, c in enumerate(self.clients):
+            snap = saved.get(c.name, {"round": round_, "stamp": ""})
+            src, stamp = int(snap["round"]), str(snap["stamp"])
             try:
-                self.exchange(i, Restore(round_))
+                self.exchange(i, Restore(src, snapshot=round_ if src != round_ else -1, expect=stamp))
             except ClientError as err:
                 if isinstance(err.__cause__, FedladaError):  # e.g. the node holds another run's state
                     raise err.__cause__ from None
                 raise
+            if stamp:
+                self.snapshots[i][src] = self.snapshots[i][round_] = stamp
 
 
 server_app = ServerApp()
@@ -200,6 +241,22 @@ def server_main(grid: Grid, context: Context) -> None:
 
 # ------------------------------------------------------------------------------------ client side
 client_app = ClientApp()
+_NODES: dict[tuple, Node] = {}  # the Node of this process's last message (its loaded client with it)
+
+
+def _node(run_config, node_config) -> Node:
+    """This message's Node: the one of the previous message when run and node are the same, so that a
+    long-lived ClientApp process keeps its client loaded; otherwise a new one (only one is kept, so a
+    process serving several virtual nodes in turn, as under simulation, holds one model at a time)."""
+    key = (tuple(sorted((k, str(v)) for k, v in run_config.items())), tuple(sorted((k, str(v)) for k, v in node_config.items())))
+    node = _NODES.get(key)
+    if node is None:
+        cfg = config_from_run(run_config)
+        settings = node_settings(run_config, node_config, cfg)
+        node = Node(cfg, settings, LogUI(f"client-{settings.partition_id}: "))
+        _NODES.clear()
+        _NODES[key] = node
+    return node
 
 
 def node_settings(run_config, node_config, cfg: RunConfig) -> NodeSettings:
@@ -217,13 +274,11 @@ def node_settings(run_config, node_config, cfg: RunConfig) -> NodeSettings:
 
 @client_app.query("fedlada")
 def client_main(message: Message, context: Context) -> Message:
-    cfg = config_from_run(context.run_config)
-    settings = node_settings(context.run_config, context.node_config, cfg)
-    ui = LogUI(f"client-{settings.partition_id}: ")
-    node = Node(cfg, settings, ui)
+    node = _node(context.run_config, context.node_config)
+    ui = node.ui
     try:
         reply = node.handle(from_record(message.content))
-        if cfg.runtime.audit:  # on the node, with its own private data, before the reply leaves it
+        if node.cfg.runtime.audit:  # on the node, with its own private data, before the reply leaves it
             node.auditor().check(encode(reply), node.name, "server")
     except PrivacyViolation as err:  # the server is not told which private sample: only the node's log says
         ui.log(str(err))
@@ -231,4 +286,7 @@ def client_main(message: Message, context: Context) -> Message:
                                               "private text; nothing was sent (the node's log names the field and sample)")
     except FedladaError as err:
         reply = NodeError(type(err).__name__, str(err))
-    return Message(to_record(reply), reply_to=message)
+    content = to_record(reply)
+    round_, stamp = node.snapshot or (-1, "")
+    content[NODE_RECORD] = ConfigRecord({"snapshot": round_, "stamp": stamp})
+    return Message(content, reply_to=message)

@@ -29,7 +29,7 @@ def _need_flower() -> None:
         fail("Flower is not installed: pip install 'fedlada\\[flower]'")
 
 
-def _run(mode: str, config, set_, out, resume, supernodes: int | None, tls) -> None:
+def _run(mode: str, config, set_, out, resume, supernodes: int | None, tls, per_message: bool = False) -> None:
     from rich.markup import escape
 
     from fedlada.cli import _resolve_run, accuracy_table, console, fail, one_line_errors
@@ -52,7 +52,8 @@ def _run(mode: str, config, set_, out, resume, supernodes: int | None, tls) -> N
                   highlight=False)
     start = time.perf_counter()
     status = run_federation(mode, run_config, out, len(cfg.clients), tls=tls, supernodes=supernodes,
-                            echo=lambda m: console.print(m, highlight=False))
+                            echo=lambda m: console.print(m, highlight=False, markup=False),
+                            clientapp_per_message=per_message)
     if status.get("one_line"):  # a FedladaError of the ServerApp: the inputs or files, not a crash
         fail(escape(status["error"]))
     if status["status"] != "finished":
@@ -84,6 +85,9 @@ def local(
     ca: Optional[Path] = typer.Option(None, "--ssl-ca-certfile", help="CA certificate (PEM); with the two below: TLS"),
     cert: Optional[Path] = typer.Option(None, "--ssl-certfile", help="SuperLink certificate for 127.0.0.1 (PEM)"),
     key: Optional[Path] = typer.Option(None, "--ssl-keyfile", help="SuperLink private key (PEM)"),
+    per_message: bool = typer.Option(False, "--clientapp-per-message",
+                                     help="Flower's default: a fresh ClientApp process per message (slow; "
+                                          "otherwise one long-lived ClientApp process per SuperNode)"),
 ) -> None:
     """A SuperLink and one SuperNode per client as processes on 127.0.0.1; all stopped at the end."""
     from fedlada.cli import fail
@@ -105,4 +109,21 @@ def local(
             check_tls(tls)
         except TLSError as err:
             fail(str(err))
-    _run("local", config, set_, out, resume, None, tls)
+    _run("local", config, set_, out, resume, None, tls, per_message)
+
+
+@flower_app.command()
+def clientapp(
+    runtime_api_address: str = typer.Option("127.0.0.1:9094", "--runtime-api-address",
+                                            help="the SuperNode's Runtime API (its --port)"),
+    root_certificates: Optional[str] = typer.Option(None, "--root-certificates",
+                                                    help="CA of the Runtime API's certificate (default: insecure)"),
+    parent_pid: Optional[int] = typer.Option(None, "--parent-pid", help="exit when this process (the SuperNode) exits"),
+) -> None:
+    """A long-lived ClientApp process for a SuperNode started with --isolation process: keeps the
+    client's model loaded between messages (Flower's default starts a process per message)."""
+    _need_flower()
+    from fedlada.federation.flower.worker import serve
+
+    serve(runtime_api_address, insecure=root_certificates is None, root_certificates=root_certificates,
+          parent_pid=parent_pid)

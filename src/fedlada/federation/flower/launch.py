@@ -2,12 +2,18 @@
 
 Every process is started in a session of its own and stopped by its pid (its process group and
 any descendant found under it), in a `finally`, so Ctrl-C or a failure leaves nothing behind.
+
+`local` starts each SuperNode in Flower's `process` isolation mode with one long-lived fedlada
+ClientApp worker next to it (`worker.py`), so that a client's model stays loaded between messages;
+`--clientapp-per-message` keeps Flower's default (a fresh ClientApp process per message). While the
+run goes on, the ServerApp's log lines (rounds, each client's answers) are echoed as they come.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -213,15 +219,83 @@ def superlink_argv(port: int, tls: TLS | None, simulation: bool, log_dir: Path) 
     return argv
 
 
-def supernode_argv(link_port: int, port: int, node_config: dict, tls: TLS | None) -> list[str]:
+def supernode_argv(link_port: int, port: int, node_config: dict, tls: TLS | None, isolation: str = "subprocess") -> list[str]:
     nc = " ".join(f"{k}={_toml_string(v) if isinstance(v, str) else v}" for k, v in node_config.items())
-    argv = ["flower-supernode", "--superlink", f"127.0.0.1:{link_port}", "--port", str(port), "--node-config", nc]
+    argv = ["flower-supernode", "--superlink", f"127.0.0.1:{link_port}", "--port", str(port), "--node-config", nc,
+            "--isolation", isolation]
     argv += ["--root-certificates", str(tls.ca)] if tls else ["--insecure"]
     return argv
 
 
-def submit(procs: Processes, run_config: dict, work: Path, federation_options: list[str] | None = None) -> int:
-    """`flwr run APP_DIR fedlada --stream`: returns its exit code once the run has ended."""
+def worker_argv(port: int, supernode_pid: int) -> list[str]:
+    """fedlada's long-lived ClientApp process for the SuperNode whose Runtime API is on `port`."""
+    return [sys.executable, "-m", "fedlada.federation.flower.worker", "--runtime-api-address", f"127.0.0.1:{port}",
+            "--parent-pid", str(supernode_pid)]
+
+
+SERVER_LINE = re.compile(r"^\d\d:\d\d:\d\d ")  # a line of the ServerApp's LogUI (apps.py)
+
+
+class LogFollower:
+    """Echoes the lines of a growing log file that match `pattern` (the ServerApp's, from `flwr run --stream`)."""
+
+    def __init__(self, path: Path, echo, pattern=SERVER_LINE):
+        self.path, self.echo, self.pattern, self.pos, self.rest = path, echo, pattern, 0, ""
+
+    def poll(self) -> None:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.pos)
+                data = f.read()
+        except OSError:
+            return
+        self.pos += len(data)
+        *lines, self.rest = (self.rest + data.decode(errors="replace")).split("\n")
+        for line in lines:
+            line = line.rstrip("\r")
+            if self.pattern.match(line):
+                self.echo(line)
+
+
+class ServerAppGone(RuntimeError):
+    """The ServerApp process ended without writing `finished` or `failed` (it was killed)."""
+
+
+def is_program(pid: int, name: str) -> bool:
+    """Whether process `pid` runs the program `name` (its argv[0], or argv[1] under an interpreter)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:2]
+    except OSError:
+        return False
+    return any(Path(a.decode(errors="replace")).name == name for a in argv)
+
+
+class ServerAppWatch:
+    """Notices a ServerApp process (below the SuperLink) that ends while the run's status still says
+    `running`: killed, it wrote nothing, and Flower would notice only when its heartbeats run out
+    (a minute or more). Call `check()` now and then."""
+
+    def __init__(self, superlink_pid: int, out: Path, grace: float = 3.0):
+        self.superlink_pid, self.out, self.grace = superlink_pid, out, grace
+        self.seen: set[int] = set()
+        self.gone_since: float | None = None
+
+    def check(self) -> None:
+        below = _descendants(self.superlink_pid)
+        self.seen |= {pid for pid in below if is_program(pid, "flwr-serverapp")}
+        if not self.seen or any(_alive(pid) for pid in self.seen):
+            self.gone_since = None
+            return
+        self.gone_since = self.gone_since or time.monotonic()
+        if time.monotonic() - self.gone_since > self.grace and read_status(self.out)["status"] == "running":
+            raise ServerAppGone("the ServerApp process ended without finishing (killed?)")
+
+
+def submit(procs: Processes, run_config: dict, work: Path, federation_options: list[str] | None = None,
+           echo=None, watch=None) -> int:
+    """`flwr run APP_DIR fedlada --stream`: returns its exit code once the run has ended; with `echo`,
+    the ServerApp's log lines are passed to it as they arrive; `watch()` is called every half second
+    (it may raise to end the run). Raises RuntimeError when the SuperLink dies meanwhile."""
     app = work / "app"  # a copy, so that building the FAB never writes into the installed package
     shutil.rmtree(app, ignore_errors=True)
     shutil.copytree(APP_DIR, app)
@@ -229,7 +303,26 @@ def submit(procs: Processes, run_config: dict, work: Path, federation_options: l
     for opt in federation_options or []:
         argv += ["--federation-config", opt]
     proc = procs.start("flwr-run", argv)
-    return proc.wait()
+    follow = LogFollower(procs.log_dir / "flwr-run.log", echo) if echo else None
+    while proc.poll() is None:
+        if follow:
+            follow.poll()
+        superlink = next((p for n, p in procs.procs if n == "superlink"), None)
+        if superlink is not None and superlink.poll() is not None:
+            raise RuntimeError(f"the SuperLink exited with code {superlink.returncode} during the run")
+        if watch:
+            watch()
+        time.sleep(0.5)
+    if follow:
+        follow.poll()
+    return proc.returncode
+
+
+def last_checkpoint(out: Path) -> int | None:
+    """The last round with a complete checkpoint in `out` (one holding its state.json), or None."""
+    rounds = [int(p.name.split("-", 1)[1]) for p in (out / "checkpoints").glob("round-*")
+              if p.name.split("-", 1)[1].isdigit() and (p / "state.json").exists()]
+    return max(rounds, default=None)
 
 
 def read_status(out: Path) -> dict:
@@ -241,9 +334,14 @@ def read_status(out: Path) -> dict:
 
 def run_federation(
     mode: str, run_config: dict, out: Path, num_clients: int, *, tls: TLS | None = None,
-    supernodes: int | None = None, work: Path | None = None, echo=print,
+    supernodes: int | None = None, work: Path | None = None, echo=print, clientapp_per_message: bool = False,
+    progress: bool = True,
 ) -> dict:
     """Run the fedlada app on a SuperLink started here: `simulate` (Ray) or `local` (SuperNodes).
+
+    `local`: each SuperNode in `process` isolation with a long-lived fedlada ClientApp worker
+    (`clientapp_per_message`: Flower's default, a ClientApp process per message). `progress`: echo the
+    ServerApp's log lines while it runs.
 
     Returns the ServerApp's status (`finished`, or `failed` with the error). Every process
     started here is stopped before returning, also on failure or Ctrl-C.
@@ -265,16 +363,28 @@ def run_federation(
         old_sigterm = None
     try:
         write_connection(flwr_home, f"127.0.0.1:{link_port}", tls)
-        procs.start("superlink", superlink_argv(link_port, tls, mode == "simulate", work))
+        superlink = procs.start("superlink", superlink_argv(link_port, tls, mode == "simulate", work))
         wait_port(link_port, procs)
         echo(f"SuperLink on 127.0.0.1:{link_port} ({'TLS' if tls else 'insecure'}); logs in {procs.log_dir}")
         if mode == "local":
+            isolation = "subprocess" if clientapp_per_message else "process"
             for k in range(supernodes or num_clients):
                 node_config = {"partition-id": k, "num-partitions": num_clients, "state-dir": str(out / "nodes")}
-                procs.start(f"supernode-{k}", supernode_argv(link_port, free_port(), node_config, tls))
-            echo(f"{supernodes or num_clients} SuperNodes started (state in {out / 'nodes'})")
+                port = free_port()
+                node = procs.start(f"supernode-{k}", supernode_argv(link_port, port, node_config, tls, isolation))
+                if isolation == "process":
+                    procs.start(f"clientapp-{k}", worker_argv(port, node.pid))
+            echo(f"{supernodes or num_clients} SuperNodes started (state in {out / 'nodes'}; "
+                 + ("a ClientApp process per message)" if clientapp_per_message else "one long-lived ClientApp process each)"))
         federation = [f"num-supernodes={supernodes or num_clients}"] if mode == "simulate" else None
-        code = submit(procs, run_config, work, federation)
+        try:
+            code = submit(procs, run_config, work, federation, echo=echo if progress else None,
+                          watch=ServerAppWatch(superlink.pid, out).check)
+        except ServerAppGone as err:
+            done = last_checkpoint(out)
+            return {"status": "failed", "one_line": True,
+                    "error": f"{err}; " + (f"`--resume` with the same --out continues after round {done}" if done is not None
+                                           else "no round was checkpointed yet: run it again")}
         status = read_status(out)
         if status["status"] != "finished":
             log = (procs.log_dir / "flwr-run.log").read_text(errors="replace")[-3000:]
