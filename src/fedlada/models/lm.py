@@ -29,6 +29,12 @@ from transformers import PreTrainedTokenizerBase
 
 META_FILE = "fedlada.json"
 
+# How `LM.generate` runs HF `generate` (`LM.generation`); "auto" is "compiled" on CUDA and "plain" elsewhere.
+GENERATION_PATHS = ("auto", "plain", "static", "compiled")
+# Static caches are sized up to a multiple of this, so that batches of slightly different widths share one
+# cache shape (and one compiled graph) instead of compiling again for each.
+CACHE_BUCKET = 128
+
 
 def _chunks(items: Sequence[int], size: int) -> Iterator[Sequence[int]]:
     for start in range(0, len(items), size):
@@ -41,6 +47,13 @@ class LM:
     `name` identifies the model (a preset name, `smollm2-135m-instruct`, a HF id) and survives save/load.
     `dtype="bfloat16"` runs forward passes under bf16 autocast while weights (and optimizer state) stay
     fp32: on CPUs with AMX and on GPUs that is 2-3x faster at a small, measured cost in precision.
+    `dtype="auto"` is bf16 autocast on a CUDA device that supports bf16 and fp32 everywhere else, so one
+    config runs fast on a GPU and exactly as before on the CPU.
+    `generation` picks how `generate` decodes (`GENERATION_PATHS`): "plain" is HF `generate` as it is
+    (a dynamic KV cache, eager forward passes); "static" preallocates a static KV cache; "compiled" adds
+    HF's `torch.compile`d decoding step (CUDA graphs) on top. "auto" (the default) is "compiled" on CUDA,
+    where a small model's decoding is bound by kernel launches that a compiled graph removes, and "plain"
+    elsewhere, where compiling costs a minute and gains little (docs/models.md).
     `base` is set for PEFT models only: the `{"name", "seed"}` that rebuild the frozen base model, so that a
     save holds only the adapters. The model is kept in eval mode; trainers switch to train mode and back.
     """
@@ -52,6 +65,7 @@ class LM:
         self.name = name
         self.dtype = dtype
         self.base = base
+        self.generation = "auto"
         eos = tokenizer.eos_token_id
         if eos is None:
             raise ValueError(f"{name}: the tokenizer has no eos token, so paths could not end")
@@ -71,10 +85,48 @@ class LM:
         """All parameters, frozen ones included (tied embeddings counted once)."""
         return sum(p.numel() for p in self.model.parameters())
 
-    def _autocast(self):
+    @property
+    def autocast_dtype(self) -> torch.dtype | None:
+        """The autocast dtype of forward passes, None for plain fp32 (see `dtype` in the class docstring)."""
         if self.dtype == "bfloat16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return nullcontext()
+            return torch.bfloat16
+        if self.dtype == "auto" and self.device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return None
+
+    def _autocast(self):
+        dtype = self.autocast_dtype
+        return torch.autocast(self.device.type, dtype=dtype) if dtype is not None else nullcontext()
+
+    def generation_path(self) -> str:
+        """The decoding path `generate` takes now: `generation`, with "auto" resolved for this device."""
+        if self.generation not in GENERATION_PATHS:
+            raise ValueError(f"{self.name}: generation must be one of {GENERATION_PATHS}, not {self.generation!r}")
+        if self.generation == "auto":
+            return "compiled" if self.device.type == "cuda" else "plain"
+        return self.generation
+
+    def _path_options(self, path: str, width: int, max_new_tokens: int) -> dict:
+        """Extra HF `generate` options of a decoding path, for a batch of prefixes `width` tokens wide.
+
+        A static cache is sized up to a multiple of `CACHE_BUCKET` (HF keeps the largest size seen, so a
+        model compiles for a handful of shapes per run). HF compiles the decoding step by itself when the
+        cache is static and the device is CUDA; "compiled" on another device asks for it explicitly, which
+        is how the CPU tests check that path, and "static" turns it off."""
+        if path == "plain":
+            return {}
+        from transformers import CompileConfig
+
+        needed = width + max_new_tokens
+        size = -(-needed // CACHE_BUCKET) * CACHE_BUCKET
+        if self.max_positions is not None:
+            size = max(needed, min(size, self.max_positions))
+        options = dict(cache_implementation="static", max_cache_len=size)
+        if path == "static":
+            return dict(options, disable_compile=True)
+        compile_config = CompileConfig()
+        compile_config._compile_all_devices = self.device.type != "cuda"  # HF's switch for compiling off CUDA
+        return dict(options, compile_config=compile_config)
 
     @property
     def max_positions(self) -> int | None:
@@ -125,7 +177,10 @@ class LM:
         (no top-k / top-p), reproducible for a given `seed` and batch layout; `seed=None` draws from the
         global RNG. `batch_size` counts sequences. Prompts are sorted by length so that each batch carries
         little left padding; HF `generate` derives positions from the attention mask, which was checked
-        to match unbatched generation for Llama and GPT-2 (tests/test_models_lm.py).
+        to match unbatched generation for Llama and GPT-2 (tests/test_models_lm.py). The decoding path
+        (`generation`: plain, static KV cache, compiled) is there for speed: in fp32 the greedy texts were
+        checked equal across paths (tests/test_generation_paths.py, benchmarks/generation.py); under bf16
+        autocast a near-tie can flip a token.
         """
         sampling = temperature > 0
         copies = num_return_sequences if sampling else 1
@@ -138,6 +193,7 @@ class LM:
                        eos_token_id=self.eos_id, max_new_tokens=max_new_tokens)
         if sampling:
             options.update(temperature=temperature, top_k=0, top_p=1.0)
+        path = self.generation_path()
         with self._seeded(seed), torch.inference_mode(), self._autocast():
             for chunk in _chunks(order, max(1, batch_size // copies)):
                 width = max(len(prefixes[i]) for i in chunk)
@@ -147,7 +203,7 @@ class LM:
                     ids[row, width - len(prefixes[i]):] = torch.tensor(prefixes[i])
                     mask[row, width - len(prefixes[i]):] = 1
                 out = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                                          **options)
+                                          **options, **self._path_options(path, width, max_new_tokens))
                 decoded = self._decode(out[:, width:].tolist())
                 for row, i in enumerate(chunk):
                     texts[i] = decoded[row * copies : (row + 1) * copies]
