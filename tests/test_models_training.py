@@ -6,7 +6,7 @@ import torch
 
 from fedlada.config import ModelConfig, TrainConfig
 from fedlada.models import load_model, make_optimizer, train_sft
-from fedlada.models.training import _batches, lr_factor
+from fedlada.models.training import batches, lr_factor
 
 torch.set_num_threads(1)
 
@@ -45,9 +45,9 @@ def test_epochs_cover_every_example_once():
     tokens_per_epoch = int(lm.sequence_logprobs(prompts, completions)[1].sum())
     stats = train_sft(lm, prompts, completions, TrainConfig(steps=3, batch_size=10), seed=0)
     assert stats["tokens"] == 3 * tokens_per_epoch
-    batches = list(_batches(10, 4, 5, torch.Generator().manual_seed(0)))
-    assert [len(b) for b in batches] == [4] * 5
-    flat = [i for b in batches for i in b]
+    drawn = list(batches(10, 4, 5, torch.Generator().manual_seed(0)))
+    assert [len(b) for b in drawn] == [4] * 5
+    flat = [i for b in drawn for i in b]
     assert sorted(flat[:10]) == list(range(10)) and sorted(flat[10:20]) == list(range(10))
 
 
@@ -90,3 +90,9 @@ def test_optimizer_decays_matrices_only():
     assert len(decay["params"]) + len(plain["params"]) == len(list(lm.model.parameters()))
     assert opt.defaults["betas"] == (0.9, 0.98)
     assert decay["lr"] == pytest.approx(0.5e-3)  # step 0 of a 2-step warmup
+
+
+def test_partial_batches_cover_each_epoch_once_when_there_are_fewer_items_than_a_batch():
+    drawn = list(batches(3, 4, 4, torch.Generator().manual_seed(0), full=False))
+    assert all(sorted(b) == [0, 1, 2] for b in drawn)  # one whole epoch per batch, no item twice
+    assert [len(b) for b in batches(6, 4, 3, torch.Generator().manual_seed(0), full=False)] == [4, 4, 4]

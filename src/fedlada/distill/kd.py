@@ -16,7 +16,7 @@ import torch
 
 from fedlada.config import TrainConfig
 from fedlada.distill.align import Sparse
-from fedlada.models.training import GRAD_CLIP, _batches, make_optimizer
+from fedlada.models.training import batches, train_steps
 from fedlada.seeding import derive_seed
 
 
@@ -53,28 +53,20 @@ def train_kd(lm, prompts: list[str], completions: list[str], targets: list[Spars
         return ids, probs
 
     tables = [padded(t, len(s) - st) for t, s, st in zip(targets, seqs, starts)]
-    opt, sched = make_optimizer(lm, cfg)
-    params = [p for group in opt.param_groups for p in group["params"]]
     gen = torch.Generator().manual_seed(derive_seed(seed, "kd-batches"))
     sums = {"loss/kd": 0.0, "kd/lm": 0.0, "kd/kd": 0.0}
-    lm.model.train()
-    try:
-        for idx in _batches(len(seqs), cfg.batch_size, cfg.steps, gen):
-            logits, labels, rows = lm._scored_logits([seqs[i] for i in idx], [starts[i] for i in idx])
-            t_ids = torch.cat([tables[i][0] for i in idx]).to(dev)
-            t_probs = torch.cat([tables[i][1] for i in idx]).to(dev)
-            has = torch.tensor([targets[i] is not None for i in idx], device=dev)[rows]
-            l_lm, l_kd = kd_losses(logits, labels, t_ids, t_probs, has)
-            loss = lm_weight * l_lm + kd_weight * l_kd
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, GRAD_CLIP)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            for key, v in (("loss/kd", loss), ("kd/lm", l_lm), ("kd/kd", l_kd)):
-                sums[key] += v.item()
-            if progress is not None:
-                progress()
-    finally:
-        lm.model.eval()
+
+    def batch_loss(idx: list[int]) -> torch.Tensor:
+        logits, labels, rows = lm._scored_logits([seqs[i] for i in idx], [starts[i] for i in idx])
+        t_ids = torch.cat([tables[i][0] for i in idx]).to(dev)
+        t_probs = torch.cat([tables[i][1] for i in idx]).to(dev)
+        has = torch.tensor([targets[i] is not None for i in idx], device=dev)[rows]
+        l_lm, l_kd = kd_losses(logits, labels, t_ids, t_probs, has)
+        loss = lm_weight * l_lm + kd_weight * l_kd
+        for key, v in (("loss/kd", loss), ("kd/lm", l_lm), ("kd/kd", l_kd)):
+            sums[key] += v.item()
+        return loss
+
+    train_steps(lm, cfg, batches(len(seqs), cfg.batch_size, cfg.steps, gen), batch_loss,
+                None if progress is None else lambda step, loss: progress())
     return {"seconds/kd": time.perf_counter() - start, **{k: v / cfg.steps for k, v in sums.items()}}

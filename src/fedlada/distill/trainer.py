@@ -17,7 +17,7 @@ import torch
 from fedlada.config import LadaConfig, TrainConfig
 from fedlada.distill.dard import PathLogps, dard_objective
 from fedlada.distill.pairs import contrast_view
-from fedlada.models.training import GRAD_CLIP, make_optimizer
+from fedlada.models.training import batches, train_steps
 from fedlada.seeding import derive_seed
 
 TextPair = tuple[str, str, "str | None"]  # (prompt, chosen, rejected or None for SFT-only)
@@ -70,54 +70,41 @@ def train_dard(lm, pairs: list[TextPair], refs: list[Ref | None] | None, local: 
     views = contrast_views(allpairs, lada.contrast)
     split = lada.contrast != "path"  # then the contrastive chosen side is not the whole path the SFT term needs
 
-    opt, sched = make_optimizer(lm, cfg)
-    params = [p for group in opt.param_groups for p in group["params"]]
     gen = torch.Generator().manual_seed(derive_seed(seed, "dard-batches"))
     totals: dict[str, float] = {}
-    pool: list[int] = []
-    lm.model.train()
-    try:
-        for _ in range(cfg.steps):
-            while len(pool) < min(cfg.batch_size, len(allpairs)):
-                pool += torch.randperm(len(allpairs), generator=gen).tolist()
-            idx, pool = pool[: cfg.batch_size], pool[cfg.batch_size :]
-            batch = [allpairs[i] for i in idx]
-            view = [views[i] for i in idx]
-            prompts = [p[0] for p in batch]
-            pc, pcn = lm.sequence_logprobs(prompts, [v[1] for v in view], batch_size=len(batch), grad=True,
-                                           given=[v[0] for v in view])
-            sft = lm.sequence_logprobs(prompts, [p[1] for p in batch], batch_size=len(batch), grad=True) if split else None
-            rej = [i for i, p in enumerate(batch) if p[2] is not None]
-            pr = torch.zeros_like(pc)
-            prn = torch.ones_like(pcn)
-            if rej:
-                lp, n = lm.sequence_logprobs([prompts[i] for i in rej], [view[i][2] for i in rej], batch_size=len(rej),
-                                             grad=True, given=[view[i][0] for i in rej])
-                pos = torch.tensor(rej, device=lm.device)
-                pr = pr.index_put((pos,), lp)
-                prn = prn.index_put((pos,), n)
-            r = ref_t[idx]
-            loss, stats = dard_objective(
-                PathLogps(pc, pcn, pr, prn), PathLogps(r[:, 0], r[:, 1], r[:, 2], r[:, 3]), has_rej[idx],
-                beta=lada.beta, lam=lada.lambda_, label_smoothing=lada.label_smoothing,
-                length_normalize=lada.length_normalize, anchor=lada.anchor,
-                anchor_ref=None if anchor_t is None else (anchor_t[idx, 0], anchor_t[idx, 1]), sft_logps=sft,
-            )
-            loss = loss.mean()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, GRAD_CLIP)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            for k, v in stats.items():
-                if v == v:  # skip NaN (no contrastive pair in the batch)
-                    totals[k] = totals.get(k, 0.0) + v
-                    totals[f"_n_{k}"] = totals.get(f"_n_{k}", 0.0) + 1
-            totals["loss"] = totals.get("loss", 0.0) + loss.item()
-            if progress is not None:
-                progress()
-    finally:
-        lm.model.eval()
+
+    def batch_loss(idx: list[int]) -> torch.Tensor:
+        batch = [allpairs[i] for i in idx]
+        view = [views[i] for i in idx]
+        prompts = [p[0] for p in batch]
+        pc, pcn = lm.sequence_logprobs(prompts, [v[1] for v in view], batch_size=len(batch), grad=True,
+                                       given=[v[0] for v in view])
+        sft = lm.sequence_logprobs(prompts, [p[1] for p in batch], batch_size=len(batch), grad=True) if split else None
+        rej = [i for i, p in enumerate(batch) if p[2] is not None]
+        pr = torch.zeros_like(pc)
+        prn = torch.ones_like(pcn)
+        if rej:
+            lp, n = lm.sequence_logprobs([prompts[i] for i in rej], [view[i][2] for i in rej], batch_size=len(rej),
+                                         grad=True, given=[view[i][0] for i in rej])
+            pos = torch.tensor(rej, device=lm.device)
+            pr = pr.index_put((pos,), lp)
+            prn = prn.index_put((pos,), n)
+        r = ref_t[idx]
+        loss, stats = dard_objective(
+            PathLogps(pc, pcn, pr, prn), PathLogps(r[:, 0], r[:, 1], r[:, 2], r[:, 3]), has_rej[idx],
+            beta=lada.beta, lam=lada.lambda_, label_smoothing=lada.label_smoothing,
+            length_normalize=lada.length_normalize, anchor=lada.anchor,
+            anchor_ref=None if anchor_t is None else (anchor_t[idx, 0], anchor_t[idx, 1]), sft_logps=sft,
+        )
+        for k, v in stats.items():
+            if v == v:  # skip NaN (no contrastive pair in the batch)
+                totals[k] = totals.get(k, 0.0) + v
+                totals[f"_n_{k}"] = totals.get(f"_n_{k}", 0.0) + 1
+        return loss.mean()
+
+    losses = train_steps(lm, cfg, batches(len(allpairs), cfg.batch_size, cfg.steps, gen, full=False), batch_loss,
+                         None if progress is None else lambda step, loss: progress())
+    totals["loss"] = sum(loss.item() for loss in losses)
     out = {"seconds/dard": time.perf_counter() - start, "loss/dard": totals["loss"] / cfg.steps, "steps/dard": float(cfg.steps),
            "dard/pairs": float(int(has_rej.sum())), "dard/sft_only": float(len(allpairs) - int(has_rej.sum()))}
     for k in ("pref_acc", "margin", "dard", "sft"):

@@ -1,4 +1,6 @@
-"""Supervised fine-tuning on (prompt, completion) pairs, and the optimizer every trainer shares.
+"""The one training loop every trainer shares (`train_steps`), its optimizer and batches, and supervised
+fine-tuning on (prompt, completion) pairs. SFT, DARD (`distill/trainer.py`) and FedMKT's KD
+(`distill/kd.py`) each supply only their loss on a batch.
 
 Each call builds a fresh optimizer: federated rounds reset optimizer state anyway, checkpoints then hold
 weights only, and a resumed run is exactly the uninterrupted one. Batches come from an epoch-wise
@@ -36,8 +38,6 @@ def make_optimizer(lm: LM, cfg: TrainConfig) -> tuple[torch.optim.AdamW, torch.o
     """AdamW (betas 0.9/0.98) over the trainable parameters, and its `lr_factor` schedule.
 
     Weight decay applies to matrices only: decaying norm gains and biases toward zero only hurts.
-    A step is `loss.backward(); clip_grad_norm_(params, GRAD_CLIP); opt.step(); sched.step();
-    opt.zero_grad()`, as in `train_sft`.
     """
     params = [p for p in lm.model.parameters() if p.requires_grad]
     groups = [
@@ -48,13 +48,43 @@ def make_optimizer(lm: LM, cfg: TrainConfig) -> tuple[torch.optim.AdamW, torch.o
     return opt, torch.optim.lr_scheduler.LambdaLR(opt, partial(lr_factor, steps=cfg.steps, warmup=cfg.warmup))
 
 
-def _batches(n: int, size: int, steps: int, gen: torch.Generator) -> Iterator[list[int]]:
+def batches(n: int, size: int, steps: int, gen: torch.Generator, *, full: bool = True) -> Iterator[list[int]]:
+    """`steps` batches of indices into n items from an epoch-wise shuffled stream: every item once per
+    epoch. `full`: batches cross epoch boundaries so that every one has `size` items; else, with fewer
+    than `size` items, each batch is one whole epoch (what DARD's phases use)."""
     pool: list[int] = []
+    need = size if full else min(size, n)
     for _ in range(steps):
-        while len(pool) < size:
+        while len(pool) < need:
             pool += torch.randperm(n, generator=gen).tolist()
         yield pool[:size]
         del pool[:size]
+
+
+def train_steps(lm: LM, cfg: TrainConfig, batch_indices: Iterator[list[int]],
+                batch_loss: Callable[[list[int]], torch.Tensor],
+                progress: Callable[[int, torch.Tensor], None] | None = None) -> list[torch.Tensor]:
+    """The training loop: per batch, `batch_loss(indices)` (a scalar), backward, gradient clipping at
+    GRAD_CLIP, an AdamW step on the `lr_factor` schedule; the model is in train mode only inside.
+    Returns each step's (detached) loss; `progress(step, loss)` is called after every step."""
+    opt, sched = make_optimizer(lm, cfg)
+    params = [p for group in opt.param_groups for p in group["params"]]
+    losses = []
+    lm.model.train()
+    try:
+        for step, idx in enumerate(batch_indices):
+            loss = batch_loss(idx)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, GRAD_CLIP)
+            opt.step()
+            sched.step()
+            opt.zero_grad(set_to_none=True)
+            losses.append(loss.detach())
+            if progress is not None:
+                progress(step, loss)
+    finally:
+        lm.model.eval()
+    return losses
 
 
 def train_sft(lm: LM, prompts: list[str], completions: list[str], cfg: TrainConfig, *, seed: int,
@@ -71,28 +101,17 @@ def train_sft(lm: LM, prompts: list[str], completions: list[str], cfg: TrainConf
     if not prompts:
         raise ValueError("train_sft: no training pairs")
     seqs, starts = lm._encode_pairs(prompts, completions)
-    opt, sched = make_optimizer(lm, cfg)
-    params = [p for group in opt.param_groups for p in group["params"]]
     gen = torch.Generator().manual_seed(derive_seed(seed, "sft-batches"))
-    losses, tokens = [], []
+    tokens = []
+
+    def batch_loss(idx: list[int]) -> torch.Tensor:
+        sums, counts = lm._logprobs([seqs[i] for i in idx], [starts[i] for i in idx])
+        tokens.append(counts.sum())
+        return -sums.sum() / tokens[-1]
+
     begin = time.perf_counter()
-    lm.model.train()
-    try:
-        for step, idx in enumerate(_batches(len(seqs), cfg.batch_size, cfg.steps, gen)):
-            sums, counts = lm._logprobs([seqs[i] for i in idx], [starts[i] for i in idx])
-            n_tokens = counts.sum()
-            loss = -sums.sum() / n_tokens
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, GRAD_CLIP)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            losses.append(loss.detach())
-            tokens.append(n_tokens)
-            if progress is not None:
-                progress(step, loss.item())
-    finally:
-        lm.model.eval()
+    losses = train_steps(lm, cfg, batches(len(seqs), cfg.batch_size, cfg.steps, gen), batch_loss,
+                         None if progress is None else lambda step, loss: progress(step, loss.item()))
     losses_cpu = torch.stack(losses).cpu()
     tail = max(1, len(losses) // 10)
     return {
