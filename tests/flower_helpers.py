@@ -61,6 +61,17 @@ def flower_processes() -> dict[int, str]:
     return found
 
 
+def launched_under(pid: int, directory: Path) -> bool:
+    """Whether process `pid` was started by a `fedlada flower` run whose files are under `directory`:
+    every process such a run starts (and everything they start) has FLWR_HOME below its run directory.
+    Lets a test count only its own processes while other Flower runs go on on the same machine."""
+    try:
+        env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return False
+    return any(e.startswith(b"FLWR_HOME=" + str(directory).encode()) for e in env)
+
+
 class StandInGrid:
     """A Flower Grid stand-in: records what is pushed; answers with `reply(msg)` (None: no reply yet)."""
 

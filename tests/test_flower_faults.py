@@ -20,7 +20,7 @@ import yaml
 
 pytest.importorskip("flwr", reason="the Flower tests need the flower extra (pip install -e '.[dev]')")
 
-from flower_helpers import flower_processes  # noqa: E402
+from flower_helpers import flower_processes, launched_under  # noqa: E402
 
 from fedlada.config import config_from_dict  # noqa: E402
 from fedlada.federation.flower.launch import _descendants, is_program  # noqa: E402
@@ -105,6 +105,11 @@ def _finish(proc, log, timeout=900.0) -> str:
     return _output(log)
 
 
+def _left(before: set[int], tmp_path: Path) -> dict[int, str]:
+    """Flower and fedlada processes this test started that still run (not another run's on the machine)."""
+    return {pid: cmd for pid, cmd in flower_processes().items() if pid not in before and launched_under(pid, tmp_path)}
+
+
 def _checkpointed(out: Path, round_: int):
     return lambda: (out / "checkpoints" / f"round-{round_}" / "state.json").exists()
 
@@ -120,7 +125,7 @@ def test_a_supernode_killed_during_round_1_is_skipped_and_the_run_finishes(tiny_
     assert len(node) == 1, node
     os.kill(node[0], signal.SIGKILL)  # client-1's SuperNode dies as round 1 starts; its ClientApp worker follows it
     text = _finish(proc, log)
-    left = {pid: cmd for pid, cmd in flower_processes().items() if pid not in before}
+    left = _left(before, tmp_path)
     assert not left, f"processes left running: {left}"
     assert proc.returncode == 0, text[-3000:]
     rows = read_rows(out)
@@ -165,15 +170,16 @@ def test_the_server_side_killed_after_round_1_resumes_to_the_metrics_of_an_unint
     assert proc.returncode == 2, text[-3000:]
     assert noticed < 45, noticed  # not Flower's heartbeat timeout (a minute or more)
     assert "the ServerApp process ended without finishing" in text and "continues after round 1" in text, text[-2000:]
-    assert not {pid for pid in flower_processes() if pid not in before}, "processes left after the kill"
+    assert not _left(before, tmp_path), "processes left after the kill"
     assert max(r["round"] for r in read_rows(out)) >= 1
 
     proc, log = _start(tmp_path, cfg, out, "--resume")
     text = _finish(proc, log)
-    left = {pid: cmd for pid, cmd in flower_processes().items() if pid not in before}
+    left = _left(before, tmp_path)
     assert not left, f"processes left running: {left}"
     assert proc.returncode == 0, text[-3000:]
     assert "resuming after round 1" in text
+    assert "round 0: " not in text and "round 3: " in text  # its own progress only, not the killed run's again
     # The node that had gone on into round 2 was put back to its round-1 snapshot, not mixed in.
     node_logs = "".join(p.read_text(errors="replace") for p in (out / "flower" / "logs").glob("clientapp-*.log"))
     assert "the checkpoint is round 1: reloaded from its round 1 snapshot" in node_logs

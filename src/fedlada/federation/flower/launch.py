@@ -240,7 +240,9 @@ class LogFollower:
     """Echoes the lines of a growing log file that match `pattern` (the ServerApp's, from `flwr run --stream`)."""
 
     def __init__(self, path: Path, echo, pattern=SERVER_LINE):
-        self.path, self.echo, self.pattern, self.pos, self.rest = path, echo, pattern, 0, ""
+        # From the end of what is there already (the logs of an earlier run in the same directory).
+        self.path, self.echo, self.pattern, self.rest = path, echo, pattern, ""
+        self.pos = path.stat().st_size if path.exists() else 0
 
     def poll(self) -> None:
         try:
@@ -302,8 +304,8 @@ def submit(procs: Processes, run_config: dict, work: Path, federation_options: l
     argv = ["flwr", "run", str(app), CONNECTION, "--stream", "--run-config", str(write_run_config(work / "run-config.toml", run_config))]
     for opt in federation_options or []:
         argv += ["--federation-config", opt]
-    proc = procs.start("flwr-run", argv)
     follow = LogFollower(procs.log_dir / "flwr-run.log", echo) if echo else None
+    proc = procs.start("flwr-run", argv)
     while proc.poll() is None:
         if follow:
             follow.poll()

@@ -125,7 +125,11 @@ def serve(address: str, insecure: bool = True, root_certificates: str | None = N
         while True:
             res = acquirer.AcquireTask(AcquireTaskRequest(supported_task_types=[TaskType.CLIENT_APP]))
             if res.HasField("task") and res.token:
-                run_task(address, res.token, insecure, certificates)
+                try:
+                    run_task(address, res.token, insecure, certificates)
+                except Exception as err:  # e.g. the reply could not be pushed: that task is lost, not this process
+                    print(f"{time.strftime('%H:%M:%S')} task failed outside the ClientApp: {type(err).__name__}: {err}",
+                          file=sys.stderr, flush=True)
             else:
                 time.sleep(poll)
     except KeyboardInterrupt:
