@@ -144,3 +144,32 @@ def test_fedcollm_lada_averages_then_distils_on_the_picks_only(tiny_config_dict,
         assert len(by_learner.get("server", [])) <= 2 * 3  # aggregate -> LLM on the up picks of both clients
     last = {(r["participant"], r["split"]): r for r in rows if r["round"] == 2}
     assert last["server", "global_test"]["fedcollm/averaged"] == 2  # FedAvg of both clients came first
+
+
+def test_server_paths_that_reproduce_private_text_are_not_offered(tiny_config_dict, tmp_path, monkeypatch):
+    from fedlada.federation.channel import Channel
+
+    calls = _spy(monkeypatch)
+    flagged = []
+
+    def private_matches(self, texts):  # the audit says the first path of each round is a private solution
+        flagged.append(len(texts))
+        return ["client-1-train-0"] + [None] * (len(texts) - 1)
+
+    monkeypatch.setattr(Channel, "private_matches", private_matches)
+    rows = Runner(config_from_dict(_lada_dict(dict(tiny_config_dict, method="distill+lada"))), tmp_path / "r").run()
+    offers = [m for _, _, m, _ in calls if type(m).__name__ == "Candidates"]
+    assert flagged == [20, 20] and {len(m.candidates) for m in offers} == {19}
+    server = [r for r in rows if r["participant"] == "server" and r["round"] >= 1]
+    assert [r["lada/withheld_private"] for r in server] == [1.0, 1.0]
+
+
+def test_channel_private_matches_follow_the_audit():
+    from fedlada.data.types import Example
+    from fedlada.federation.audit import Auditor
+    from fedlada.federation.channel import Channel
+
+    secret = Example("client-0-train-0", "24*3=", "4*3+0=12|2*3+1=07|#### 72", "72", "mul")
+    channel = Channel([], auditor=Auditor({"client-0": [secret]}))
+    assert channel.private_matches(["4*3+0=12|2*3+1=07|#### 72", "4*3+0=12|#### 12"]) == ["client-0-train-0", None]
+    assert Channel([]).private_matches(["4*3+0=12|2*3+1=07|#### 72"]) == [None]  # no audit, nothing known

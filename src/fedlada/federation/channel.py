@@ -68,6 +68,11 @@ class Channel:
         if self.auditor is not None:
             self.auditor.check(data, sender, receiver, owner)
 
+    def private_matches(self, texts: list[str]) -> list[str | None]:
+        """Per text, the private sample it reproduces (the audit's rules), or None; all None without an
+        auditor. What the server uses to withhold its own generations that the audit would stop."""
+        return self.auditor.matches(texts) if self.auditor is not None else [None] * len(texts)
+
     def call(self, index: int, request: Message) -> Message:
         """Send `request` to client `index` and return its reply; ClientError if the client failed."""
         name = self.clients[index].name

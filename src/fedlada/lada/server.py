@@ -103,6 +103,12 @@ class Lada:
         candidates = [Candidate(sid, prompt, e.answer, path, ok, float(x), e.domain)
                       for sid, prompt, e, path, ok, x in zip(offer.sample_ids, offer.prompts, expanded, offer.paths,
                                                              offer.correct, nll)]
+        # A server that learned from the clients can write, for one public question, a path equal to a
+        # client's private solution of another (on `standard`: a wrong path for a mul question that is the
+        # worked solution of the private 24*3). Where the run audits, such a candidate is not offered.
+        private = ctx.channel.private_matches([c.path for c in candidates])
+        candidates = [c for c, hit in zip(candidates, private) if hit is None]
+        ctx.record("server", {"lada/withheld_private": float(sum(hit is not None for hit in private))})
         ex = LadaExchange(pool, {}, {}, candidates={c.sample_id: c for c in candidates})
         for i in ctx.active_clients():
             pair_offer = ctx.call(i, Candidates(ctx.round, candidates, self.up))
