@@ -9,7 +9,8 @@
 `static` (static KV cache) and `compiled` (static cache + HF's `torch.compile`d decoding step, CUDA graphs
 on CUDA). Each is run once to warm up (compiling, for `compiled`) and once timed; both times are printed.
 Tokens/s counts the new tokens of the plain HF texts (up to and including eos), so equal texts give
-comparable rates. It checks that every path's greedy texts equal plain HF's and prints how many do. The
+comparable rates; it is given per wall second and per CPU second of the process (the fairer figure on a
+shared CPU; on a GPU, read the wall one). It checks that every path's greedy texts equal plain HF's and prints how many do. The
 `compiled` path is left out on the CPU unless `--paths` names it (it compiles C++ kernels for a minute).
 """
 
@@ -69,13 +70,15 @@ def plain_hf(lm: LM, prompts: list[str], new_tokens: int, batch_size: int) -> tu
 
 
 def timed(fn):
+    """`(result, wall seconds, CPU seconds of this process)`: on a shared CPU the wall time depends on the
+    other jobs, the process's own CPU time much less."""
     if torch.cuda.is_available():
         torch.cuda.synchronize()
-    begin = time.perf_counter()
+    begin, cpu = time.perf_counter(), time.process_time()
     out = fn()
     if torch.cuda.is_available():
         torch.cuda.synchronize()
-    return out, time.perf_counter() - begin
+    return out, time.perf_counter() - begin, time.process_time() - cpu
 
 
 def main() -> None:
@@ -102,19 +105,20 @@ def main() -> None:
           f"up to {args.new_tokens} new tokens, greedy")
     prompts = word_problems(args.prompts)
 
-    _, warm = timed(lambda: plain_hf(lm, prompts, args.new_tokens, args.batch_size))
-    (reference, tokens), seconds = timed(lambda: plain_hf(lm, prompts, args.new_tokens, args.batch_size))
-    print(f"{'path':<18} {'tokens/s':>10} {'timed s':>9} {'first run s':>12} {'same texts':>11}")
-    print(f"{'plain HF generate':<18} {tokens / seconds:10.1f} {seconds:9.2f} {warm:12.2f} {'-':>11}")
+    _, warm, _ = timed(lambda: plain_hf(lm, prompts, args.new_tokens, args.batch_size))
+    (reference, tokens), seconds, cpu = timed(lambda: plain_hf(lm, prompts, args.new_tokens, args.batch_size))
+    print(f"{'path':<18} {'tokens/s':>10} {'per CPU s':>10} {'timed s':>9} {'first run s':>12} {'same texts':>11}")
+    print(f"{'plain HF generate':<18} {tokens / seconds:10.1f} {tokens / cpu:10.1f} {seconds:9.2f} {warm:12.2f} {'-':>11}")
     failures = 0
     for path in paths:
         lm.generation = path
         run = lambda: lm.generate(prompts, args.new_tokens, batch_size=args.batch_size)  # noqa: E731
-        _, warm = timed(run)
-        texts, seconds = timed(run)
+        _, warm, _ = timed(run)
+        texts, seconds, cpu = timed(run)
         same = sum(a == b for a, b in zip(texts, reference))
         failures += same != len(prompts)
-        print(f"{'project ' + path:<18} {tokens / seconds:10.1f} {seconds:9.2f} {warm:12.2f} {same:>5}/{len(prompts):<5}")
+        print(f"{'project ' + path:<18} {tokens / seconds:10.1f} {tokens / cpu:10.1f} {seconds:9.2f} {warm:12.2f} "
+              f"{same:>5}/{len(prompts):<5}")
     lm.generation = "auto"
     print(f"{tokens} new tokens; e.g. {prompts[0]!r} -> {reference[0]!r}")
     if failures:
