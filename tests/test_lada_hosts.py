@@ -173,3 +173,15 @@ def test_channel_private_matches_follow_the_audit():
     channel = Channel([], auditor=Auditor({"client-0": [secret]}))
     assert channel.private_matches(["4*3+0=12|2*3+1=07|#### 72", "4*3+0=12|#### 12"]) == ["client-0-train-0", None]
     assert Channel([]).private_matches(["4*3+0=12|2*3+1=07|#### 72"]) == [None]  # no audit, nothing known
+
+
+def test_fedmkt_lada_host_up_exchanged_teaches_the_server_on_every_exchanged_sample(tiny_config_dict, tmp_path,
+                                                                                    monkeypatch):
+    calls = _spy(monkeypatch)
+    cfg = config_from_dict(_lada_dict(dict(tiny_config_dict, method="fedmkt+lada", rounds=1), host_up="exchanged"))
+    Runner(cfg, tmp_path / "r").run()
+    picks = {i: reply.picks for _, i, _, reply in calls if isinstance(reply, PairOffer)}
+    for _, i, msg, reply in calls:
+        if isinstance(msg, Knowledge):
+            assert set(picks[i]) <= set(msg.ask) and sorted(reply.sample_ids) == sorted(msg.ask)
+            assert len(msg.ask) <= len(picks[i]) + 3  # the down picks plus at most up_budget up picks

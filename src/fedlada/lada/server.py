@@ -118,6 +118,9 @@ class Lada:
             ex.references[i] = self._references(server, pair_offer.needs_reference)
             if self.up:
                 self._choose_up(ctx, ex, i, pair_offer.up)
+                if self.cfg.lada.host_up == "exchanged":  # the host's loss on the server: every sample of the pair
+                    both = set(ex.down[i]) | set(ex.up.get(i, []))
+                    ex.up[i] = [e.id for e in ex.examples(both)]
         return ex
 
     def transfer(self, ctx: RoundContext, ex: LadaExchange) -> None:
