@@ -29,7 +29,8 @@ class ModelConfig(_Strict):
 
     name: str
     lora: LoraConfig | None = None
-    dtype: Literal["float32", "bfloat16"] = "float32"
+    dtype: Literal["float32", "bfloat16", "auto"] = Field(
+        "float32", description="bfloat16 = bf16 autocast over fp32 weights; auto = bf16 autocast on CUDA, fp32 elsewhere")
     init_group: str | None = Field(
         None, description="participants with the same group start from the same random weights (FedAvg needs "
         "a common initialisation); None = each participant its own"
