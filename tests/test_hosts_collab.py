@@ -135,3 +135,11 @@ def test_transfer_lr_changes_one_participants_transfer_rate_and_not_its_base_mod
     first = Server(plain, data.server_corpus, data.public, data.global_test, **kw).prepare()
     second = Server(slow, data.server_corpus, data.public, data.global_test, **kw).prepare()
     assert (first["cached"], second["cached"]) == (0.0, 1.0)
+
+
+def test_fedcollm_metrics_rows_keep_their_test_set_sizes(tiny_config_dict, tmp_path):
+    cfg = config_from_dict(_homogeneous(dict(tiny_config_dict, method="fedcollm", rounds=1)))
+    rows = Runner(cfg, tmp_path / "r").run()
+    client = {(r["split"]): r for r in rows if r["round"] == 1 and r["participant"] == "client-0"}
+    assert client["local_test"]["n"] == 12  # data.client_test, not the training-set size FedAvg weights by
+    assert client["local_test"]["fedcollm/train_examples"] == 40

@@ -15,7 +15,7 @@ from safetensors.numpy import load_file
 
 from fedlada.config import LoraConfig, ModelConfig, TrainConfig, config_from_dict
 from fedlada.federation.runner import Runner
-from fedlada.hosts.fedcollm import SendWeights, SetWeights, fedavg, on_send_weights, on_set_weights
+from fedlada.hosts.fedcollm import TRAIN_SIZE, SendWeights, SetWeights, fedavg, on_send_weights, on_set_weights
 from fedlada.models import LM, load_model, train_sft
 
 PROMPTS = ["12+7=", "48+33=", "9*9="]
@@ -63,7 +63,7 @@ def test_fedavg_of_the_adapters_of_two_clients_is_their_mean():
     n_base = sum(p.numel() for k, p in clients[0].lm.model.named_parameters() if "lora_" not in k)
     assert sum(v.size for v in a.values()) < n_base / 4  # the message is far smaller than the model
     assert any(not np.array_equal(a[k], b[k]) for k in a)  # they trained apart
-    avg = fedavg([r.arrays for r in replies], [r.values["n"] for r in replies])
+    avg = fedavg([r.arrays for r in replies], [r.values[TRAIN_SIZE] for r in replies])
     for k in a:
         np.testing.assert_allclose(avg[k], (a[k].astype(np.float64) + b[k]) / 2, rtol=1e-6, atol=1e-7)
     receiver = SimpleNamespace(lm=load_model(ModelConfig(name="tiny-llama-xs", lora=LORA), seed=5))

@@ -47,10 +47,14 @@ class SetWeights(Message):
     arrays: dict[str, np.ndarray]
 
 
+# the FedAvg weight; not "n", which the reply's values would overwrite in the client's metrics rows
+TRAIN_SIZE = "fedcollm/train_examples"
+
+
 @client_handler(SendWeights)
 def on_send_weights(client: Client, msg: SendWeights) -> Arrays:
     state = {k: v.numpy() for k, v in client.lm.state_dict_cpu().items()}
-    return Arrays(msg.round, state, {"n": float(len(client.train))})
+    return Arrays(msg.round, state, {TRAIN_SIZE: float(len(client.train))})
 
 
 @client_handler(SetWeights)
@@ -87,7 +91,7 @@ class FedCoLLM(Host):
         super().local_step(ctx)
         # FedAvg over the clients that answered (a failed one replies None under on_client_failure=skip)
         replies = [r for r in (ctx.call(i, SendWeights(ctx.round)) for i in ctx.active_clients()) if r is not None]
-        avg = fedavg([r.arrays for r in replies], [r.values["n"] for r in replies])
+        avg = fedavg([r.arrays for r in replies], [r.values[TRAIN_SIZE] for r in replies])
         ctx.record("server", {"fedcollm/averaged": float(len(replies))})
         if self.slm is None:
             server = ctx.server
