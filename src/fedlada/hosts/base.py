@@ -107,9 +107,10 @@ class Exchange:
         wanted = set(ids)
         return [e for e in self.pool if e.id in wanted]
 
-    def union(self, direction: str) -> list[Example]:
-        side = self.down if direction == "down" else self.up
-        return self.examples({sid for ids in side.values() for sid in ids})
+    def union(self, *directions: str) -> list[Example]:
+        """The pool's samples exchanged in any of `directions` ("down", "up") with any client, in pool order."""
+        sides = [self.down if d == "down" else self.up for d in directions]
+        return self.examples({sid for side in sides for ids in side.values() for sid in ids})
 
 
 class Host:

@@ -184,8 +184,9 @@ class Lada:
             rewards_by_client.setdefault(c.client, []).append(j)
         for name, rows in rewards_by_client.items():
             k = next(i for i, c in enumerate(ctx.channel.clients) if c.name == name)
-            selector = selector_for(cfg, self.state.filters.get(name), f"server-up-{k}", f"filter_up_{k}")
-            if selector.state_dict().get("awaiting_update", True):  # false: F_k^up chose nothing this round
+            saved = self.state.filters.get(name)
+            if saved is not None and saved.get("awaiting_update", True):  # else F_k^up chose nothing to update
+                selector = selector_for(cfg, saved, f"server-up-{k}", f"filter_up_{k}")
                 update(selector, Pending(ctx.round, [carried[j].pick for j in rows]), reward[rows])
                 self.state.filters[name] = selector.state_dict()
             self._log(ctx, name, "up", [
