@@ -19,7 +19,7 @@ from pathlib import Path
 
 from fedlada.config import load_config
 from fedlada.errors import PrivacyViolation
-from fedlada.federation.runner import Runner
+from fedlada.runner import Runner
 
 
 def main() -> None:

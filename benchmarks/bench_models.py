@@ -46,12 +46,12 @@ def main() -> None:
     print(f"generate  batch 1:   {8 * NEW_TOKENS / t1:8.0f} new tokens/s  (8 prompts, {t1:.1f} s)")
     print(f"generate  batch 256: {256 * NEW_TOKENS / t256:8.0f} new tokens/s  (256 prompts, {t256:.1f} s)")
 
-    seqs, starts = lm._encode_pairs(prompts, completions)
+    seqs, starts = lm.encode_pairs(prompts, completions)
     real = sum(len(s) for s in seqs)
 
     def unsorted():
         with torch.inference_mode():
-            return torch.cat([lm._logprobs(seqs[i : i + 256], starts[i : i + 256])[0] for i in range(0, 1024, 256)])
+            return torch.cat([lm.encoded_logprobs(seqs[i : i + 256], starts[i : i + 256])[0] for i in range(0, 1024, 256)])
 
     def padded(order):
         return sum(256 * max(len(seqs[i]) for i in order[j : j + 256]) for j in range(0, 1024, 256))

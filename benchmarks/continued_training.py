@@ -23,7 +23,7 @@ from fedlada.compare import resolve_scenario
 from fedlada.config import load_config
 from fedlada.data import build_federation_data
 from fedlada.federation.participants import Client, Server, torch_device
-from fedlada.federation.runner import default_cache_dir
+from fedlada.config import default_cache_dir
 from fedlada.models import train_sft
 from fedlada.progress import UI
 from fedlada.seeding import derive_seed
@@ -44,7 +44,7 @@ def main() -> None:
     kw = dict(device=torch_device(cfg.runtime.device), cache_dir=default_cache_dir(cfg), ui=UI())
     parts = [(Server(cfg, data.server_corpus, data.public, data.global_test, **kw), data.global_test, "global")]
     parts += [(Client(i, cfg, c.train, c.test, data.global_test, **kw), c.test, "own") for i, c in enumerate(data.clients)]
-    base_steps = {p.name: p.pcfg.base.steps for p, _, _ in parts}
+    base_steps = {p.name: p.participant_cfg.base.steps for p, _, _ in parts}
     print(f"scenario {args.scenario}, seed {cfg.seed}, batch {cfg.round.transfer.batch_size}, "
           f"{args.samples} own gold examples; accuracy % (base -> after)")
     header = "".join(f" | lr {lr:g}, {s} steps" for lr in args.lr for s in args.steps)

@@ -49,10 +49,10 @@ def word_problems(n: int, seed: int = 0) -> list[str]:
 
 def plain_hf(lm: LM, prompts: list[str], new_tokens: int, batch_size: int) -> tuple[list[str], int]:
     """HF `generate` as a user would call it, with `LM.generate`'s batching; also the new-token count."""
-    prefixes = lm._prompt_ids(prompts)
+    prefixes = lm.prompt_ids(prompts)
     order = sorted(range(len(prompts)), key=lambda i: len(prefixes[i]))
     texts, tokens = [""] * len(prompts), 0
-    with torch.inference_mode(), lm._autocast():
+    with torch.inference_mode(), lm.autocast():
         for chunk in _chunks(order, batch_size):
             width = max(len(prefixes[i]) for i in chunk)
             ids = torch.full((len(chunk), width), lm.pad_id, dtype=torch.long)
@@ -64,7 +64,7 @@ def plain_hf(lm: LM, prompts: list[str], new_tokens: int, batch_size: int) -> tu
                                     max_new_tokens=new_tokens, pad_token_id=lm.pad_id, eos_token_id=lm.eos_id)
             rows = out[:, width:].tolist()
             tokens += sum(row.index(lm.eos_id) + 1 if lm.eos_id in row else len(row) for row in rows)
-            for row, i in zip(lm._decode(rows), chunk):
+            for row, i in zip(lm.decode(rows), chunk):
                 texts[i] = row
     return texts, tokens
 

@@ -34,7 +34,8 @@ import torch
 from fedlada.compare import resolve_scenario
 from fedlada.config import load_config
 from fedlada.federation.participants import Client, Server, torch_device
-from fedlada.federation.runner import default_cache_dir, federation_data
+from fedlada.config import default_cache_dir
+from fedlada.federation.fit import federation_data
 from fedlada.filter.features import QuestionEmbedder
 from fedlada.filter.reward import heldout_alignment_reward, learnability_reward
 from fedlada.lada.transfer import OWN_DATA_SAMPLE, per_token_nll
@@ -98,7 +99,7 @@ def candidate_pool(server: Server) -> Pool:
     """Round 1's pool and the server's (verified) paths on it, as LaDa offers them to every client."""
     pool = server.candidate_pool(1)
     offer, _ = server.teacher_paths(1, pool)
-    expanded = [e for e in pool for _ in range(server.run.round.paths_per_question)]
+    expanded = [e for e in pool for _ in range(server.cfg.round.paths_per_question)]
     keep = [i for i, ok in enumerate(offer.correct) if ok]
     log(f"round-1 pool: {len(offer.paths)} candidates, {len(keep)} with a correct server path")
     return Pool([offer.prompts[i] for i in keep], [offer.paths[i] for i in keep], [expanded[i].domain for i in keep],
@@ -109,11 +110,11 @@ def measure_base(client: Client, pool: Pool) -> Base:
     """The round-0 model's view of every candidate and of its own held-out and test sets. The "before" parts
     of both rewards depend only on this model, so they are measured once for all candidates and each rule
     reads its picks' values (what `lada.transfer.reward_probe` would compute on the same picks)."""
-    lm, bs = client.lm, client.run.runtime.eval_batch_size
+    lm, bs = client.lm, client.cfg.runtime.eval_batch_size
     start = time.perf_counter()
     nll = per_token_nll(lm, pool.prompts, pool.paths, bs)
-    embedder = QuestionEmbedder(lm, [e.prompt for e in client.train[:OWN_DATA_SAMPLE]], client.run.lada.embedding_dim,
-                                client.run.seed, client.name)
+    embedder = QuestionEmbedder(lm, [e.prompt for e in client.train[:OWN_DATA_SAMPLE]], client.cfg.lada.embedding_dim,
+                                client.cfg.seed, client.name)
     _, affinity = embedder(pool.prompts)
     held_prompts, held_solutions = [e.prompt for e in client.heldout], [e.solution for e in client.heldout]
     cosines = lm.gradient_cosines(pool.prompts, pool.paths, lm.loss_gradient(held_prompts, held_solutions))
@@ -149,7 +150,7 @@ def select(rule: str, base: Base, budget: int, seed: int) -> list[int]:
 def probe(client: Client, pool: Pool, base: Base, picks: list[int]) -> dict[str, float]:
     """One transfer phase on the picks from the round-0 model, and what it did: both rewards per pick
     (their means), the realised held-out loss drop, the own-test accuracy and its gain."""
-    lm, bs = client.lm, client.run.runtime.eval_batch_size
+    lm, bs = client.lm, client.cfg.runtime.eval_batch_size
     lm.load_state_dict(base.state)
     prompts, paths = [pool.prompts[i] for i in picks], [pool.paths[i] for i in picks]
     stats = client.mixed_sft(1, prompts, paths, "probe")

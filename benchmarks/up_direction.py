@@ -23,7 +23,7 @@ from fedlada.config import load_config
 from fedlada.data import build_federation_data
 from fedlada.eval import evaluate
 from fedlada.federation.participants import Server, torch_device
-from fedlada.federation.runner import default_cache_dir
+from fedlada.config import default_cache_dir
 from fedlada.models.lm import LM
 from fedlada.progress import UI
 

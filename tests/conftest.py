@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from fedlada.federation.runner import Runner
+from fedlada.runner import Runner
 
 torch.set_num_threads(1)
 

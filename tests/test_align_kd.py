@@ -176,7 +176,7 @@ def test_knowledge_crosses_tokenizers():
     msg, _, _ = knowledge(char, 1, PROMPTS, SOLUTIONS, k=8, batch_size=8)
     got = receive(msg, chunk, SOLUTIONS)
     for sol, s in zip(SOLUTIONS, got):
-        n = len(chunk._token_ids([sol])[0]) + 1  # the receiver's tokens + eos
+        n = len(chunk.token_ids([sol])[0]) + 1  # the receiver's tokens + eos
         assert s.ids.shape == s.probs.shape == (n, 8)
         assert s.ids.min() >= 0 and s.ids.max() < chunk.model.config.vocab_size
         np.testing.assert_allclose(s.probs.sum(1), 1.0, rtol=1e-6)

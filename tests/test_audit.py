@@ -11,8 +11,9 @@ from fedlada.data.types import Example
 from fedlada.errors import PrivacyViolation
 from fedlada.federation.audit import Auditor
 from fedlada.federation.messages import REGISTRY, Message, Report, TeacherPaths, encode, register
-from fedlada.federation.participants import CLIENT_HANDLERS, client_handler
-from fedlada.federation.runner import Runner, auditor_for
+from fedlada.federation.participants import CLIENT_HANDLERS, register_handlers
+from fedlada.federation.audit import auditor_for
+from fedlada.runner import Runner
 from fedlada.hosts import RoundContext
 from fedlada.report import write_report
 
@@ -142,13 +143,13 @@ def test_tiny_run_of_every_method_passes_the_audit(tiny_config_dict, tmp_path, m
 
 @pytest.fixture
 def leaky_handler(test_messages):
-    @client_handler(LeakRequest)
     def leak(client, msg):
         prompt = client.train[3].prompt
         if msg.shout:
             prompt = "  " + " ".join(prompt.upper())
         return LeakReply([{"kind": "note", "text": "fine"}, {"kind": "path", "text": f"I recall: {prompt}"}])
 
+    register_handlers({LeakRequest: leak})
     yield
     del CLIENT_HANDLERS[LeakRequest]
 

@@ -17,7 +17,7 @@ from fedlada.errors import CheckpointError, TLSError
 from fedlada.federation.flower.launch import TLS, check_tls
 from fedlada.federation.flower.node import Node, NodeSettings, Restore
 from fedlada.federation.messages import Evaluate, LocalTrain, Prepare
-from fedlada.federation.runner import Runner
+from fedlada.runner import Runner
 
 cli = CliRunner()
 

@@ -1,6 +1,7 @@
 import pytest
 
 from fedlada.config import ConfigError, apply_override, config_from_dict, dump_config, load_config
+from fedlada.methods import check
 
 
 def test_quickstart_loads_and_overrides_apply():
@@ -29,7 +30,7 @@ def test_dump_reloads_to_the_same_config(tiny_config_dict):
 )
 def test_bad_keys_and_values_give_one_line_naming_the_key(override, expected):
     with pytest.raises(ConfigError) as info:
-        load_config(None, [override])
+        check(load_config(None, [override]))  # the schema's checks, then the method's
     message = str(info.value)
     assert expected in message and "\n" not in message
 

@@ -12,9 +12,9 @@ from typer.testing import CliRunner
 from fedlada.cli import app
 from fedlada.config import config_from_dict
 from fedlada.errors import ClientFailure
-from fedlada.federation.participants import CLIENT_HANDLERS, Client
-from fedlada.federation.runner import Runner
-from fedlada.hosts.fedcollm import SendWeights
+from fedlada.federation.participants import Client
+from fedlada.runner import Runner
+from fedlada.hosts.fedcollm import FedCoLLM, SendWeights
 
 
 @pytest.fixture
@@ -75,14 +75,14 @@ def test_fedcollm_averages_over_the_clients_that_answered(tiny_config_dict, tmp_
     tiny_config_dict["runtime"]["on_client_failure"] = "skip"
     tiny_config_dict["clients"] = [{"model": {"name": "tiny-llama-xs", "init_group": "slm"},
                                     "base": tiny_config_dict["clients"][0]["base"]}] * 2
-    original = CLIENT_HANDLERS[SendWeights]
+    original = FedCoLLM.client_handlers[SendWeights]
 
     def send_weights(client, msg):
         if client.name == "client-0":
             raise OSError("disk gone")
         return original(client, msg)
 
-    monkeypatch.setitem(CLIENT_HANDLERS, SendWeights, send_weights)
+    monkeypatch.setitem(FedCoLLM.client_handlers, SendWeights, send_weights)  # the runner registers the host's
     rows = Runner(config_from_dict(tiny_config_dict), tmp_path / "run").run()
     server = [r for r in rows if r["round"] == 1 and r["participant"] == "server"][0]
     assert server["fedcollm/averaged"] == 1.0 and server["failed/client-0"] == "SendWeights: OSError: disk gone"

@@ -24,7 +24,7 @@ from flower_helpers import flower_processes, launched_under  # noqa: E402
 
 from fedlada.config import config_from_dict  # noqa: E402
 from fedlada.federation.flower.launch import _descendants, is_program  # noqa: E402
-from fedlada.federation.runner import Runner  # noqa: E402
+from fedlada.runner import Runner  # noqa: E402
 from fedlada.report import read_rows  # noqa: E402
 
 FEDLADA = str(Path(sys.executable).with_name("fedlada"))

@@ -10,11 +10,12 @@ pytest.importorskip("flwr", reason="the Flower tests need the flower extra (pip 
 
 from flwr.common.serde import recorddict_from_proto, recorddict_to_proto  # noqa: E402
 
-import fedlada.federation.flower.node  # noqa: E402,F401  (registers the control messages)
-import fedlada.hosts  # noqa: E402,F401  (registers the hosts' messages)
-import fedlada.lada  # noqa: E402,F401  (registers LaDa's messages)
+from fedlada.federation.flower.node import CONTROL_MESSAGES  # noqa: E402
 from fedlada.federation.flower.records import from_record, to_record  # noqa: E402
 from fedlada.federation.messages import REGISTRY, Report, encode  # noqa: E402
+from fedlada.methods import register_protocol  # noqa: E402
+
+register_protocol("standalone", *CONTROL_MESSAGES)  # what the Flower apps register: every method's messages and their own
 
 TEXT = "ünïcødé ∑ 数学 🚀\nline two \"quoted\" \\ back"
 

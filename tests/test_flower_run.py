@@ -14,7 +14,7 @@ from typer.testing import CliRunner  # noqa: E402
 
 from fedlada.cli import app  # noqa: E402
 from fedlada.config import config_from_dict  # noqa: E402
-from fedlada.federation.runner import Runner  # noqa: E402
+from fedlada.runner import Runner  # noqa: E402
 from fedlada.report import read_rows  # noqa: E402
 
 

@@ -8,8 +8,9 @@ import torch
 from safetensors.numpy import load_file
 
 from fedlada.config import ConfigError, config_from_dict
-from fedlada.federation.runner import Runner
+from fedlada.runner import Runner
 from fedlada.hosts.fedcollm import fedavg
+from fedlada.methods import check
 
 
 def test_fedavg_of_identical_models_is_the_model():
@@ -37,10 +38,10 @@ def _homogeneous(d):
 def test_fedcollm_config_checks(tiny_config_dict):
     d = dict(tiny_config_dict, method="fedcollm")
     with pytest.raises(ConfigError, match="every clients"):
-        config_from_dict(d)
+        check(config_from_dict(d))
     d["clients"] = [{"model": {"name": "tiny-llama-xs"}, "base": {"steps": 5}}] * 2
     with pytest.raises(ConfigError, match="init_group"):
-        config_from_dict(d)
+        check(config_from_dict(d))
 
 
 def _round_rows(rows, t):

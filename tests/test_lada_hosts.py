@@ -8,7 +8,7 @@ import pytest
 from safetensors.numpy import load_file
 
 from fedlada.config import config_from_dict
-from fedlada.federation.runner import Runner
+from fedlada.runner import Runner
 from fedlada.filter.features import n_features
 from fedlada.filter.reward import solved_reward
 from fedlada.hosts.base import RoundContext

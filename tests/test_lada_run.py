@@ -6,7 +6,7 @@ import pytest
 from conftest import run_cut_after_round_one
 
 from fedlada.config import config_from_dict
-from fedlada.federation.runner import Runner
+from fedlada.runner import Runner
 from fedlada.report import write_report
 
 

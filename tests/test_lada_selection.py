@@ -91,11 +91,11 @@ def test_heldout_slices_and_server_weights_change_no_other_set():
 
 
 def test_the_lada_package_imports_on_its_own():
-    """`from fedlada.lada import with_lada` in a fresh interpreter (lada builds on hosts.base; the registry imports lada late)."""
+    """`from fedlada.lada import with_lada` in a fresh interpreter (lada builds on hosts.base; the registry above both)."""
     import subprocess
     import sys
 
-    code = "from fedlada.lada import with_lada; import fedlada.hosts as h; assert 'distill+lada' in h.HOSTS"
+    code = "from fedlada.lada import with_lada; import fedlada.methods as m; assert 'distill+lada' in m.METHODS"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
 
 

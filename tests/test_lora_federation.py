@@ -14,7 +14,7 @@ from conftest import run_cut_after_round_one
 from safetensors.numpy import load_file
 
 from fedlada.config import LoraConfig, ModelConfig, TrainConfig, config_from_dict
-from fedlada.federation.runner import Runner
+from fedlada.runner import Runner
 from fedlada.hosts.fedcollm import TRAIN_SIZE, SendWeights, SetWeights, fedavg, on_send_weights, on_set_weights
 from fedlada.models import LM, load_model, train_sft
 

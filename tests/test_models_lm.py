@@ -145,7 +145,7 @@ def test_generation_stops_at_eos(trained):
     assert len(stopped) > 16
     assert all(len(trained.tokenizer(o, add_special_tokens=False)["input_ids"]) < 60 for o in stopped)
     eos, a, b = trained.eos_id, *trained.tokenizer("12", add_special_tokens=False)["input_ids"]
-    assert trained._decode([[a, b, eos, a, a], [b, a]]) == ["12", "21"]
+    assert trained.decode([[a, b, eos, a, a], [b, a]]) == ["12", "21"]
 
 
 def test_sampling_is_seeded_and_scoped(trained):
@@ -297,7 +297,7 @@ def test_mean_hidden_is_pad_invariant_and_matches_a_plain_forward():
     lm = load_model(ModelConfig(name="tiny-llama-s"), seed=3)
     texts = ["12+3=", "4567*8=", "9-1="]
     batched = lm.mean_hidden(texts)
-    ids = torch.tensor([[lm.bos_id, *lm._token_ids([texts[1]])[0]]])
+    ids = torch.tensor([[lm.bos_id, *lm.token_ids([texts[1]])[0]]])
     with torch.no_grad():
         alone = lm.model(input_ids=ids, output_hidden_states=True).hidden_states[-1][0].mean(0).numpy()
     assert batched.shape == (3, lm.model.config.hidden_size)

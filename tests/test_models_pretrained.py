@@ -44,18 +44,18 @@ def test_chat_template_prefix_and_completion_boundary_are_exact():
     for prompt, completion, got in zip(PROMPTS, COMPLETIONS, lm.sequence_logprobs(PROMPTS, COMPLETIONS)[0]):
         prefix = [tok.bos_token_id, *ids(f"user\n{prompt}"), tok.eos_token_id, *ids("\n"), tok.bos_token_id,
                   *ids("assistant\n")]
-        assert lm._prompt_ids([prompt]) == [prefix]
+        assert lm.prompt_ids([prompt]) == [prefix]
         assert got.item() == pytest.approx(plain_per_token_sum(lm, prefix, completion), abs=1e-4)
         with torch.no_grad():
             out = lm.model.generate(torch.tensor([prefix]), max_new_tokens=6, do_sample=False,
                                     eos_token_id=lm.eos_id, pad_token_id=lm.pad_id)
-        assert lm.generate([prompt], 6) == lm._decode([out[0, len(prefix):].tolist()])
+        assert lm.generate([prompt], 6) == lm.decode([out[0, len(prefix):].tolist()])
 
 
 def test_presets_keep_bare_prompts():
     lm = load_model(ModelConfig(name="tiny-gpt2-s"))
     assert not lm.tokenizer.chat_template
-    assert lm._prompt_ids(["12+7="]) == [[lm.bos_id, *lm._token_ids(["12+7="])[0]]]
+    assert lm.prompt_ids(["12+7="]) == [[lm.bos_id, *lm.token_ids(["12+7="])[0]]]
 
 
 def test_a_model_without_a_chat_template_gets_the_plain_layout(tmp_path):
@@ -64,7 +64,7 @@ def test_a_model_without_a_chat_template_gets_the_plain_layout(tmp_path):
     source.tokenizer.save_pretrained(tmp_path)
     lm = load_model(ModelConfig(name=str(tmp_path)))
     assert lm.tokenizer.chat_template == PLAIN_TEMPLATE
-    (prefix,) = lm._prompt_ids(["  Tom has 3 apples.\n"])
+    (prefix,) = lm.prompt_ids(["  Tom has 3 apples.\n"])
     assert lm.tokenizer.decode(prefix) == "<bos>Question: Tom has 3 apples.\nAnswer:\n"
 
 
@@ -158,5 +158,5 @@ def test_vocabulary_map_between_the_real_tokenizers(tmp_path):
     assert [s[i] for i in made] == [" photosynthesis", " questionnaire", "1"]
     msg, _, _ = knowledge(gemma, 1, ["2+3="], ["5"], k=4, batch_size=1)
     got = receive(msg, smol, ["5"], tmp_path)
-    assert got[0].ids.shape == (len(smol._token_ids(["5"])[0]) + 1, 4)
+    assert got[0].ids.shape == (len(smol.token_ids(["5"])[0]) + 1, 4)
     assert np.array_equal(vocab_map(g, s, tmp_path), np.load(next((tmp_path / "vocab-maps").iterdir())))

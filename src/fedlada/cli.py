@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -12,74 +10,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from fedlada.config import ConfigError, RunConfig, config_from_dict, load_config
-from fedlada.errors import FedladaError, config_difference
+from fedlada.cli_common import accuracy_table, console, fail, one_line_errors, resolve_run
+from fedlada.config import ConfigError
 from fedlada.federation.flower.cli import flower_app  # Flower itself is imported lazily
 
 app = typer.Typer(help="Federated reasoning distillation between one server LLM and many client SLMs (LaDa).", no_args_is_help=True, add_completion=False)
 data_app = typer.Typer(help="Inspect and validate data files.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 app.add_typer(flower_app, name="flower")
-console = Console(width=None if sys.stdout.isatty() else 140)  # tables stay readable when piped to a log
-
-
-def fail(message: str) -> None:
-    console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True)  # one line, never wrapped
-    raise typer.Exit(2)
-
-
-@contextmanager
-def one_line_errors(cfg: RunConfig):
-    """A run's errors the user can act on, printed as they must be read: a data file's bad lines, then
-    one line; any `FedladaError` as one line (exit code 2). Anything else is a bug and keeps its traceback."""
-    from rich.markup import escape
-
-    from fedlada.data.files import DataFileError
-
-    try:
-        yield
-    except DataFileError as err:
-        for line in err.report.lines():
-            console.print(line, highlight=False)
-        fail(f"{cfg.data.path}: {len(err.report.errors)} bad line(s); nothing was trained")
-    except FedladaError as err:  # the last checkpoint stays usable
-        fail(escape(str(err)))
-
-
-def accuracy_table(rows: list[dict], title: str) -> Table:
-    from fedlada.report import accuracy_grid
-
-    header, body = accuracy_grid(rows)
-    table = Table(title=title)
-    for h in header:
-        table.add_column(h.replace(" (", "\n("), justify="right")
-    for row in body:
-        table.add_row(*row)
-    return table
-
-
-def _resolve_run(config: Optional[str], overrides: list[str], out: Optional[Path], resume: bool) -> tuple[RunConfig, Path]:
-    import yaml
-
-    cfg = load_config(config, overrides)
-    out = out or Path("runs") / f"{cfg.name}-{cfg.method}-seed{cfg.seed}"
-    saved_path = out / "config.yaml"
-    if resume and saved_path.exists():
-        try:
-            saved = config_from_dict(yaml.safe_load(saved_path.read_text()) or {})
-        except (ConfigError, yaml.YAMLError) as err:
-            raise ConfigError(f"--resume: {saved_path} is not a valid config ({str(err).splitlines()[0]})") from None
-        if config or overrides:
-            # `runtime` (device, threads, audit, failure policy) may change on resume; the rest may not
-            diff = config_difference(saved.model_dump(mode="json", by_alias=True), cfg.model_dump(mode="json", by_alias=True))
-            if diff:
-                raise ConfigError(f"--resume: the given config differs from {saved_path} ({diff}); drop CONFIG/--set "
-                                  "to resume it as saved")
-        else:
-            cfg = saved
-    elif not resume and (out / "metrics.jsonl").exists():
-        raise ConfigError(f"{out} already holds a run; pass --resume to continue it or --out for a new directory")
-    return cfg, out
 
 
 @app.command()
@@ -90,12 +28,12 @@ def run(
     resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its last checkpoint"),
 ) -> None:
     """Run a federation in one process: round 0 (base models), then the configured rounds."""
-    from fedlada.federation.runner import Runner
+    from fedlada.runner import Runner
     from fedlada.progress import RichUI
     from fedlada.report import write_report
 
     try:
-        cfg, out = _resolve_run(config, set_, out, resume)
+        cfg, out = resolve_run(config, set_, out, resume)
     except ConfigError as err:
         fail(str(err))
     ui = RichUI(Console(stderr=True))
@@ -147,16 +85,16 @@ def compare(
     import shlex
 
     from fedlada import compare as cmp
-    from fedlada.hosts import HOSTS
+    from fedlada.methods import METHODS
 
     try:
         variants = list({v.label: v for v in (cmp.Variant.parse(m) for m in methods.split(",") if m.strip())}.values())
     except ConfigError as err:
         fail(str(err))
     names = [v.label for v in variants]
-    unknown = list(dict.fromkeys(m for m in (cmp.spec_parts(n)[0] for n in names) if m not in HOSTS))
+    unknown = list(dict.fromkeys(m for m in (cmp.spec_parts(n)[0] for n in names) if m not in METHODS))
     if not names or unknown:
-        fail(f"--methods: unknown {', '.join(map(repr, unknown)) or 'empty list'}; choose from {', '.join(sorted(HOSTS))}")
+        fail(f"--methods: unknown {', '.join(map(repr, unknown)) or 'empty list'}; choose from {', '.join(sorted(METHODS))}")
     if seeds < 1:
         fail(f"--seeds {seeds}: expected at least 1")
     if jobs < 1:

@@ -35,7 +35,7 @@ from typing import Callable, Optional
 import yaml
 
 from fedlada.config import PACKAGED_CONFIGS, ConfigError, RunConfig, config_from_dict, load_config
-from fedlada.hosts import HOSTS
+from fedlada.methods import METHODS
 from fedlada.report import BY_DOMAIN, markdown_table, mean_accuracy, read_rows, summary
 
 SCENARIOS = PACKAGED_CONFIGS / "scenarios"
@@ -190,7 +190,7 @@ def _config_difference(saved: RunConfig, wanted: RunConfig) -> Optional[str]:
     settings where the method has no LaDa, and LaDa's reward under a fixed selection rule (oracle,
     random, loss, none: the reward is only logged)."""
     exclude: dict = {"runtime": True}
-    if not HOSTS[wanted.method].server_learns:
+    if not METHODS[wanted.method].server_learns:
         exclude["server"] = {"transfer_lr"}
     if not wanted.method.endswith("+lada"):
         exclude["lada"] = True

@@ -6,6 +6,7 @@ Every run directory stores the resolved config; config + seed reproduce the run.
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -225,7 +226,7 @@ class RuntimeConfig(_Strict):
 class RunConfig(_Strict):
     name: str = "run"
     seed: int = 0
-    method: str = "standalone"
+    method: str = "standalone"  # a name in fedlada.methods, which checks it (this layer knows no host)
     rounds: int = Field(3, ge=0)
     data: DataConfig = DataConfig()
     server: ParticipantConfig
@@ -238,11 +239,6 @@ class RunConfig(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> RunConfig:
-        from fedlada.hosts import HOSTS  # late: hosts import config
-
-        if self.method not in HOSTS:
-            raise ValueError(f"method: unknown {self.method!r}; choose one of {', '.join(sorted(HOSTS))}")
-        HOSTS[self.method].check_config(self)
         cd = self.data.client_domains
         if cd is not None and len(cd) != len(self.clients):
             raise ValueError(f"data.client_domains has {len(cd)} entries for {len(self.clients)} clients")
@@ -330,3 +326,10 @@ def load_config(name_or_path: str | None = None, overrides: list[str] | tuple[st
 
 def dump_config(cfg: RunConfig) -> str:
     return yaml.safe_dump(cfg.model_dump(mode="json", by_alias=True), sort_keys=False)
+
+
+def default_cache_dir(cfg: RunConfig) -> Path:
+    """Where models built once (base models, converted checkpoints, vocabulary maps) are kept."""
+    if cfg.runtime.cache_dir:
+        return Path(cfg.runtime.cache_dir).expanduser()
+    return Path(os.environ.get("FEDLADA_CACHE", Path.home() / ".cache" / "fedlada"))

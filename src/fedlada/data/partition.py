@@ -116,7 +116,7 @@ def _client_mixtures(
                 raise ValueError(f"data.client_domains[{k}]: unknown domain {unknown[0]!r}; domains are {domains}: "
                                  "list some of these per client, or set data.client_domains=null (round-robin)")
             owned.append(names)
-    return [[1.0 if d in mine else 0.0 for d in domains] for mine in owned]
+    return [[1.0 if d in client_domains else 0.0 for d in domains] for client_domains in owned]
 
 
 def _plan(cfg: DataConfig, domains: list[str], mixtures: list[list[float]], with_digits: bool) -> list[_Request]:

@@ -39,7 +39,7 @@ def train_kd(lm, prompts: list[str], completions: list[str], targets: list[Spars
     if cfg.steps == 0 or not prompts:
         return {"seconds/kd": 0.0}
     start = time.perf_counter()
-    seqs, starts = lm._encode_pairs(prompts, completions)
+    seqs, starts = lm.encode_pairs(prompts, completions)
     width = max((t.ids.shape[1] for t in targets if t is not None), default=1)
     dev = lm.device
 
@@ -57,7 +57,7 @@ def train_kd(lm, prompts: list[str], completions: list[str], targets: list[Spars
     sums = {"loss/kd": 0.0, "kd/lm": 0.0, "kd/kd": 0.0}
 
     def batch_loss(idx: list[int]) -> torch.Tensor:
-        logits, labels, rows = lm._scored_logits([seqs[i] for i in idx], [starts[i] for i in idx])
+        logits, labels, rows = lm.scored_logits([seqs[i] for i in idx], [starts[i] for i in idx])
         t_ids = torch.cat([tables[i][0] for i in idx]).to(dev)
         t_probs = torch.cat([tables[i][1] for i in idx]).to(dev)
         has = torch.tensor([targets[i] is not None for i in idx], device=dev)[rows]

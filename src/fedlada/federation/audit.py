@@ -38,6 +38,7 @@ from dataclasses import dataclass
 
 import ahocorasick
 
+from fedlada.data.partition import FederationData
 from fedlada.data.types import Example
 from fedlada.errors import PrivacyViolation
 
@@ -275,3 +276,8 @@ def _walk(node, path: str, leaves: _Leaves, record: int) -> None:
                 leaves.add(item, path, i, record)
             elif isinstance(item, (dict, list)):
                 _walk(item, f"{path}[{i}]", leaves, record)
+
+
+def auditor_for(data: FederationData) -> Auditor:
+    """An Auditor over every client's private sets."""
+    return Auditor.from_client_data({f"client-{i}": cd for i, cd in enumerate(data.clients)})

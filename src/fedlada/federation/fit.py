@@ -17,10 +17,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fedlada.config import ModelConfig, RunConfig
+from fedlada.config import ModelConfig, RunConfig, default_cache_dir
+from fedlada.data import build_federation_data
+from fedlada.data.files import DataFileError
 from fedlada.data.partition import FederationData
 from fedlada.data.types import Example
-from fedlada.errors import ContextLengthError
+from fedlada.errors import ContextLengthError, DataError
 
 
 def _model(cfg: ModelConfig, cache_dir: Path):
@@ -69,3 +71,24 @@ def check_context(cfg: RunConfig, data: FederationData, cache_dir: Path) -> None
                 f"need {tokens + max_new}; {fix}leave the longest prompts out of the data, or use a model with "
                 "more positions"
             )
+
+
+def federation_data(cfg: RunConfig):
+    """The run's data sets; a data problem (domains missing, sets too small) as one-line DataError."""
+    try:
+        return build_federation_data(cfg.data, len(cfg.clients), cfg.seed)
+    except DataFileError:
+        raise  # the CLI lists its bad lines
+    except OSError as err:
+        raise DataError(f"data.path: {err.filename or cfg.data.path}: {err.strerror or err}") from None
+    except ValueError as err:
+        msg = str(err).strip().splitlines()[0]
+        raise DataError(msg if msg.startswith("data") else f"data: {msg}") from None
+
+
+def checked_data(cfg: RunConfig):
+    """The run's data sets, checked against the config and against every model's context
+    (`check_context`), so that data that does not fit fails in one line before anything trains."""
+    data = federation_data(cfg)
+    check_context(cfg, data, default_cache_dir(cfg))
+    return data

@@ -22,7 +22,7 @@ from safetensors.numpy import save as st_save
 
 @dataclass
 class Message:
-    """Base class; subclasses are registered by name for decoding."""
+    """Base class; subclasses are registered by name for decoding (`register`)."""
 
 
 @dataclass
@@ -77,14 +77,14 @@ class Arrays(Message):
 REGISTRY: dict[str, type[Message]] = {}
 
 
-def register(cls: type[Message]) -> type[Message]:
-    """Register a message class so it can be decoded (hosts defining their own messages call this)."""
-    REGISTRY[cls.__name__] = cls
-    return cls
+def register(*classes: type[Message]) -> None:
+    """Make message classes decodable. The codec registers its own types below; `fedlada.methods`
+    registers every host's and LaDa's, explicitly, before the first message flows."""
+    for cls in classes:
+        REGISTRY[cls.__name__] = cls
 
 
-for _cls in (Prepare, LocalTrain, Evaluate, TeacherPaths, Report, Arrays):
-    register(_cls)
+register(Prepare, LocalTrain, Evaluate, TeacherPaths, Report, Arrays)
 
 
 def to_plain(value: Any) -> Any:

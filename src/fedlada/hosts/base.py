@@ -20,7 +20,7 @@ from fedlada.data.types import Example
 from fedlada.errors import ClientFailure, FedladaError
 from fedlada.federation.channel import Channel, ClientError
 from fedlada.federation.messages import LocalTrain, Message
-from fedlada.federation.participants import Server
+from fedlada.federation.participants import ClientHandler, Server
 from fedlada.progress import UI
 
 
@@ -126,6 +126,8 @@ class Host:
     name: ClassVar[str]
     server_learns: ClassVar[bool] = False
     lada_host_loss: ClassVar[str] = "add"
+    messages: ClassVar[tuple[type[Message], ...]] = ()  # the host's own message types, and
+    client_handlers: ClassVar[dict[type[Message], ClientHandler]] = {}  # its clients' verbs (fedlada.methods registers both)
 
     def __init__(self, cfg: RunConfig):
         self.cfg = cfg

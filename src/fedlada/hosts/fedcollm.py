@@ -22,15 +22,15 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from fedlada.config import RunConfig
-from fedlada.federation.messages import Arrays, Message, Report, register
-from fedlada.federation.participants import Client, client_handler, init_seed
+from fedlada.config import ParticipantConfig, RunConfig
+from fedlada.federation.messages import Arrays, Message, Report
+from fedlada.federation.participants import Client, init_seed
 from fedlada.hosts.base import Exchange, Host, RoundContext
-from fedlada.hosts.fedmkt import knowledge, learn, receive
-from fedlada.models import load_model
+from fedlada.hosts.fedmkt import KDPhase, knowledge, learn, receive
+from fedlada.models import LM, load_model
+from fedlada.progress import UI
 
 
-@register
 @dataclass
 class SendWeights(Message):
     """Server -> client: reply with your trainable weights (`Arrays`, with your training-set size)."""
@@ -38,7 +38,6 @@ class SendWeights(Message):
     round: int
 
 
-@register
 @dataclass
 class SetWeights(Message):
     """Server -> client: replace your trainable weights with these (the aggregate)."""
@@ -51,13 +50,11 @@ class SetWeights(Message):
 TRAIN_SIZE = "fedcollm/train_examples"
 
 
-@client_handler(SendWeights)
 def on_send_weights(client: Client, msg: SendWeights) -> Arrays:
     state = {k: v.numpy() for k, v in client.lm.state_dict_cpu().items()}
     return Arrays(msg.round, state, {TRAIN_SIZE: float(len(client.train))})
 
 
-@client_handler(SetWeights)
 def on_set_weights(client: Client, msg: SetWeights) -> Report:
     client.lm.load_state_dict({k: torch.from_numpy(v.copy()) for k, v in msg.arrays.items()})
     return Report({})
@@ -71,9 +68,23 @@ def fedavg(states: list[dict[str, np.ndarray]], weights: list[float]) -> dict[st
     return {k: sum(wi * s[k].astype(np.float64) for wi, s in zip(w, states)).astype(states[0][k].dtype) for k in states[0]}
 
 
+@dataclass
+class Aggregate:
+    """The server's copy of the aggregated client model as a KD learner (`fedmkt.Learner`): it learns at
+    the clients' learning rate and seeds as "aggregate"."""
+
+    lm: LM
+    name: str
+    cfg: RunConfig
+    participant_cfg: ParticipantConfig
+    ui: UI
+
+
 class FedCoLLM(Host):
     name = "fedcollm"
     server_learns = True
+    messages = (SendWeights, SetWeights)
+    client_handlers = {SendWeights: on_send_weights, SetWeights: on_set_weights}
 
     def __init__(self, cfg: RunConfig):
         super().__init__(cfg)
@@ -107,19 +118,18 @@ class FedCoLLM(Host):
 
     def transfer(self, ctx: RoundContext, exchange: Exchange) -> None:
         server, co, bs = ctx.server, self.cfg.fedcollm, self.cfg.runtime.eval_batch_size
+        aggregate = Aggregate(self.slm, "aggregate", self.cfg, self.cfg.clients[0], ctx.ui)  # a client model
         pending = []
-        for learner, teacher, name, pcfg, samples in (
-                (server.lm, self.slm, "server", server.pcfg, exchange.union("up")),
-                (self.slm, server.lm, "aggregate", self.cfg.clients[0], exchange.union("down"))):  # a client model
+        for learner, teacher, samples in ((server, self.slm, exchange.union("up")),
+                                          (aggregate, server.lm, exchange.union("down"))):
             prompts, solutions = [e.prompt for e in samples], [e.solution for e in samples]
             if not samples:
                 continue
             # the teacher's distributions are taken before either model learns
             teacher_k, _, _ = knowledge(teacher, ctx.round, prompts, solutions, co.top_k, bs)
-            targets = receive(teacher_k, learner, solutions, server.cache_dir)
-            pending.append((learner, name, pcfg, prompts, solutions, targets))
-        for learner, name, pcfg, prompts, solutions, targets in pending:
-            stats = learn(learner, name, self.cfg, pcfg, ctx.ui, ctx.round, prompts, solutions, targets, 1.0,
-                          co.kd_weight, "fedcollm")
-            ctx.record("server", stats if name == "server" else {f"aggregate/{k}": v for k, v in stats.items()})
+            targets = receive(teacher_k, learner.lm, solutions, server.cache_dir)
+            pending.append((learner, KDPhase("fedcollm", prompts, solutions, targets, 1.0, co.kd_weight)))
+        for learner, phase in pending:
+            stats = learn(learner, ctx.round, phase)
+            ctx.record("server", stats if learner is server else {f"aggregate/{k}": v for k, v in stats.items()})
         self.deliver(ctx)

@@ -26,18 +26,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
+from fedlada.config import ParticipantConfig, RunConfig
 from fedlada.distill.align import Sparse, project, select_targets, vocab_map
 from fedlada.distill.kd import train_kd
-from fedlada.federation.messages import Message, register
-from fedlada.federation.participants import Client, client_handler
+from fedlada.federation.messages import Message
+from fedlada.federation.participants import Client
 from fedlada.hosts.base import Exchange, Host, RoundContext
+from fedlada.models import LM
+from fedlada.progress import UI
 from fedlada.seeding import derive_seed
 
 
-@register
 @dataclass
 class Knowledge(Message):
     """Top-k next-token distributions of one model on public (prompt, solution) pairs.
@@ -111,7 +114,7 @@ def receive(msg: Knowledge, lm, solutions: list[str], cache_dir: Path | None = N
     to_receiver[[i for i, s in enumerate(msg.vocab) if s == sender_eos]] = lm.eos_id
     eos = strings[lm.eos_id]
     out = []
-    for i, ids in enumerate(lm._token_ids(solutions)):
+    for i, ids in enumerate(lm.token_ids(solutions)):
         rows = slice(off[i], off[i + 1])
         sender = [msg.vocab[t] for t in a["labels"][rows]]
         out.append(project(sender, a["topk"][rows], a["logp"][rows], [strings[t] for t in ids] + [eos], to_receiver))
@@ -129,28 +132,50 @@ def fuse(candidates: list[list[tuple[Sparse, float]]], strategy: str) -> tuple[l
     return targets, foreign / max(1, len(candidates))
 
 
-def learn(lm, name: str, run, pcfg, ui, round_: int, prompts: list[str], solutions: list[str], targets: list[Sparse],
-          lm_weight: float, kd_weight: float, label: str) -> dict[str, float]:
-    """One KD phase (`round.transfer` at `pcfg`'s learning rate) with a progress bar, seeded by run seed,
-    learner and round."""
-    cfg = pcfg.transfer(run.round).sized(len(prompts))
-    with ui.task(f"{name}: round {round_} {label}", cfg.steps) as advance:
-        return train_kd(lm, prompts, solutions, targets, cfg, lm_weight=lm_weight, kd_weight=kd_weight,
-                        seed=derive_seed(run.seed, name, label, round_), progress=advance)
+class Learner(Protocol):
+    """Who learns in a KD phase: a `Participant`, or FedCoLLM's aggregate client model."""
+
+    lm: LM
+    name: str  # seeds the phase and names its progress bar
+    cfg: RunConfig
+    participant_cfg: ParticipantConfig  # its transfer learning rate
+    ui: UI
 
 
-@client_handler(Knowledge)
+@dataclass
+class KDPhase:
+    """What a KD phase teaches: prompts, solutions and the fused target distributions on them, and the
+    weights of the solutions' cross-entropy and of the KD term."""
+
+    label: str
+    prompts: list[str]
+    solutions: list[str]
+    targets: list[Sparse]
+    lm_weight: float
+    kd_weight: float
+
+
+def learn(learner: Learner, round_: int, phase: KDPhase) -> dict[str, float]:
+    """One KD phase (`round.transfer` at the learner's learning rate, sized by the data) with a progress
+    bar, seeded by run seed, learner, phase and round."""
+    train_cfg = learner.participant_cfg.transfer(learner.cfg.round).sized(len(phase.prompts))
+    with learner.ui.task(f"{learner.name}: round {round_} {phase.label}", train_cfg.steps) as advance:
+        return train_kd(learner.lm, phase.prompts, phase.solutions, phase.targets, train_cfg, lm_weight=phase.lm_weight,
+                        kd_weight=phase.kd_weight, seed=derive_seed(learner.cfg.seed, learner.name, phase.label, round_),
+                        progress=advance)
+
+
 def on_knowledge(client: Client, msg: Knowledge) -> Knowledge:
     """Fuse and learn on the `learn` samples; answer with this client's distributions on the `ask` ones."""
-    mkt, bs = client.run.fedmkt, client.run.runtime.eval_batch_size
+    mkt, bs = client.cfg.fedmkt, client.cfg.runtime.eval_batch_size
     reply, own, own_ce = knowledge(client.lm, msg.round, msg.prompts, msg.solutions, mkt.top_k, bs)
     rows = _rows(msg.sample_ids, msg.learn)
     taught = msg.subset(rows)
     server = receive(taught, client.lm, taught.solutions, client.cache_dir)
     targets, foreign = fuse([[(own[i], own_ce[i]), pair] for i, pair in zip(rows, zip(server, taught.arrays["ce"]))],
                             mkt.strategy)
-    stats = learn(client.lm, client.name, client.run, client.pcfg, client.ui, msg.round, taught.prompts,
-                  taught.solutions, targets, mkt.lm_weight, 1 - mkt.lm_weight, "fedmkt")
+    stats = learn(client, msg.round, KDPhase("fedmkt", taught.prompts, taught.solutions, targets, mkt.lm_weight,
+                                             1 - mkt.lm_weight))
     reply.sample_ids = list(msg.sample_ids)
     reply = reply.subset(_rows(msg.sample_ids, msg.ask))
     reply.values = {**stats, "fedmkt/teacher_chosen": foreign}
@@ -165,6 +190,8 @@ def _rows(sample_ids: list[str], wanted: list[str]) -> list[int]:
 class FedMKT(Host):
     name = "fedmkt"
     server_learns = True
+    messages = (Knowledge,)
+    client_handlers = {Knowledge: on_knowledge}
 
     def transfer(self, ctx: RoundContext, exchange: Exchange) -> None:
         """Server knowledge on each pair's samples, the clients' on theirs back; the server fuses, per
@@ -190,8 +217,8 @@ class FedMKT(Host):
         if not rows:
             return
         targets, foreign = fuse([[(own[i], own_ce[i]), *sent[ids[i]]] for i in rows], mkt.strategy)
-        stats = learn(server.lm, server.name, self.cfg, server.pcfg, ctx.ui, ctx.round, [msg.prompts[i] for i in rows],
-                      [msg.solutions[i] for i in rows], targets, mkt.lm_weight, 1 - mkt.lm_weight, "fedmkt")
+        stats = learn(server, ctx.round, KDPhase("fedmkt", [msg.prompts[i] for i in rows], [msg.solutions[i] for i in rows],
+                                                 targets, mkt.lm_weight, 1 - mkt.lm_weight))
         ctx.record("server", {**stats, "fedmkt/teacher_chosen": foreign})
 
 

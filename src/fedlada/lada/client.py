@@ -12,7 +12,7 @@ import time
 
 from fedlada.data.answers import is_correct
 from fedlada.distill.trainer import contrast_views
-from fedlada.federation.participants import Client, client_handler
+from fedlada.federation.participants import Client
 from fedlada.lada.messages import Candidates, PairOffer, PickReport, References, RefRequest, SelectionReport, UpOffer
 from fedlada.lada.transfer import (
     Offered,
@@ -34,14 +34,12 @@ def _logps(lm, prompts: list[str], paths: list[str], batch_size: int) -> tuple[l
     return [float(x) for x in logp.cpu()], [int(x) for x in ntok.cpu()]
 
 
-@client_handler(Candidates)
 def on_candidates(client: Client, msg: Candidates) -> PairOffer:
-    run, lada, lm = client.run, client.run.lada, client.lm
-    bs = run.runtime.eval_batch_size
+    cfg, lada = client.cfg, client.cfg.lada
     cands = msg.candidates
     offered = [Offered(c.sample_id, c.prompt, c.answer, c.path, c.correct, c.teacher_nll, flag=c.correct,
                        own_domain=c.domain in client.domains) for c in cands]
-    selector = selector_for(run, client.state.get(FILTER), client.name, FILTER)
+    selector = selector_for(cfg, client.state.get(FILTER), client.name, FILTER)
     pending, values = choose(client, selector, offered, lada.budget, msg.round)
     client.state[FILTER] = selector.state_dict()  # select moves the filter's state (scaler, generator)
     pairs = pending.pairs()
@@ -67,9 +65,9 @@ def on_candidates(client: Client, msg: Candidates) -> PairOffer:
 def _up_offer(client: Client, wrong: list) -> list[UpOffer]:
     """This client's correct paths on the candidates the server got wrong: only there can it teach the
     server something new. Its own log-probs of both paths come along (the server's DARD reference)."""
-    lm, run = client.lm, client.run
-    bs = run.runtime.eval_batch_size
-    paths = lm.generate([c.prompt for c in wrong], run.round.max_new_tokens, batch_size=bs)
+    lm, cfg = client.lm, client.cfg
+    bs = cfg.runtime.eval_batch_size
+    paths = lm.generate([c.prompt for c in wrong], cfg.round.max_new_tokens, batch_size=bs)
     good = [(c, path) for c, path in zip(wrong, paths) if is_correct(path, c.answer)]
     good = [g for g, hit in zip(good, client.private_matches([path for _, path in good])) if hit is None]
     prompts = [c.prompt for c, _ in good]
@@ -78,9 +76,8 @@ def _up_offer(client: Client, wrong: list) -> list[UpOffer]:
     return [UpOffer(c.sample_id, path, *vals) for (c, path), *vals in zip(good, own_lp, own_n, other_lp, other_n)]
 
 
-@client_handler(References)
 def on_references(client: Client, msg: References) -> SelectionReport:
-    run, lada = client.run, client.run.lada
+    cfg, lada = client.cfg, client.cfg.lada
     pending = Pending.from_tree(client.state.pop(PENDING))
     pairs = pending.pairs()
     refs = None
@@ -96,7 +93,7 @@ def on_references(client: Client, msg: References) -> SelectionReport:
     reward, extra = rewards(probe, client, pending)
     t_reward = time.perf_counter() - start + t_probe
     start = time.perf_counter()
-    selector = selector_for(run, client.state.get(FILTER), client.name, FILTER)
+    selector = selector_for(cfg, client.state.get(FILTER), client.name, FILTER)
     update(selector, pending, reward)
     client.state[FILTER] = selector.state_dict()
     values = {**stats, **extra, "seconds/reward": t_reward, "seconds/filter_update": time.perf_counter() - start,
@@ -104,3 +101,6 @@ def on_references(client: Client, msg: References) -> SelectionReport:
     picks = [PickReport(p.sample_id, p.features, p.f1, p.f2, p.score, float(r), p.path_correct, p.learner_correct,
                         p.own_domain) for p, r in zip(pending.picks, reward)]
     return SelectionReport(picks, values)
+
+
+HANDLERS = {Candidates: on_candidates, References: on_references}

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from fedlada.federation.messages import Message, register
+from fedlada.federation.messages import Message
 
 
 @dataclass
@@ -80,7 +80,6 @@ class PickReport:
     own_domain: bool
 
 
-@register
 @dataclass
 class Candidates(Message):
     round: int
@@ -88,7 +87,6 @@ class Candidates(Message):
     offer_up: bool
 
 
-@register
 @dataclass
 class PairOffer(Message):
     picks: list[str]  # the sample ids the client's filter chose (the host's exchange runs on them)
@@ -97,15 +95,16 @@ class PairOffer(Message):
     values: dict[str, float] = field(default_factory=dict)
 
 
-@register
 @dataclass
 class References(Message):
     round: int
     references: list[Reference]
 
 
-@register
 @dataclass
 class SelectionReport(Message):
     picks: list[PickReport]
     values: dict[str, float] = field(default_factory=dict)
+
+
+MESSAGES = (Candidates, PairOffer, References, SelectionReport)

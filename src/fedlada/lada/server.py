@@ -32,8 +32,8 @@ from fedlada.data.answers import is_correct
 from fedlada.federation.state import load_tree, save_tree
 from fedlada.filter.reward import solved_reward
 from fedlada.hosts.base import Exchange, Host, RoundContext
-from fedlada.lada import client as _client_handlers  # noqa: F401  (registers the client's handlers)
-from fedlada.lada.messages import Candidate, Candidates, PickReport, Reference, References, RefRequest, UpOffer
+from fedlada.lada.client import HANDLERS
+from fedlada.lada.messages import MESSAGES, Candidate, Candidates, PickReport, Reference, References, RefRequest, UpOffer
 from fedlada.lada.transfer import (
     Offered,
     Pending,
@@ -242,6 +242,8 @@ def with_lada(host_cls: type[Host]) -> type[Host]:
 
     class WithLada(host_cls):
         name = f"{host_cls.name}+lada"
+        messages = (*host_cls.messages, *MESSAGES)
+        client_handlers = {**host_cls.client_handlers, **HANDLERS}
 
         def __init__(self, cfg: RunConfig):
             super().__init__(cfg)

@@ -99,10 +99,10 @@ class Pending:
                    [tuple(p) for p in tree.get("pool", [])])
 
 
-def selector_for(run: RunConfig, state: dict | None, who: str, key: str):
+def selector_for(cfg: RunConfig, state: dict | None, who: str, key: str):
     """The filter of one (pair, direction), restored from its saved state when there is one."""
-    sel = make_selector(run.lada.filter, n_features(run.lada.embedding_dim), seed=derive_seed(run.seed, who, key),
-                        alpha=run.lada.alpha)
+    sel = make_selector(cfg.lada.filter, n_features(cfg.lada.embedding_dim), seed=derive_seed(cfg.seed, who, key),
+                        alpha=cfg.lada.alpha)
     if state:
         sel.load_state_dict(state)
     return sel
@@ -116,12 +116,12 @@ def per_token_nll(lm, prompts: list[str], paths: list[str], batch_size: int) -> 
 def choose(learner, selector, offered: list[Offered], budget: int, round_: int) -> tuple[Pending, dict[str, float]]:
     """Features of every offered sample, the filter's picks, and the learner's own paths on the picks (the
     rejected side where they are wrong): the ones it brought along (`Offered.learner_path`), else generated."""
-    run, lada, lm = learner.run, learner.run.lada, learner.lm
-    bs = run.runtime.eval_batch_size
+    cfg, lada, lm = learner.cfg, learner.cfg.lada, learner.lm
+    bs = cfg.runtime.eval_batch_size
     start = time.perf_counter()
     prompts = [o.prompt for o in offered]
     learner_nll = per_token_nll(lm, prompts, [o.path for o in offered], bs)
-    embedder = QuestionEmbedder(lm, [e.prompt for e in learner.train[:OWN_DATA_SAMPLE]], lada.embedding_dim, run.seed,
+    embedder = QuestionEmbedder(lm, [e.prompt for e in learner.train[:OWN_DATA_SAMPLE]], lada.embedding_dim, cfg.seed,
                                 learner.name)
     emb, affinity = embedder(prompts)
     phi = feature_matrix(learner_nll, [o.writer_nll for o in offered], [len(o.path) for o in offered],
@@ -147,8 +147,8 @@ def choose(learner, selector, offered: list[Offered], budget: int, round_: int) 
     if lada.student_temperature == 0:  # the rejected side is the greedy path: reuse what the oracle generated
         own_paths.update({i: greedy[i] for i in chosen if i in greedy and i not in own_paths})
     missing = [i for i in chosen if i not in own_paths]
-    paths = lm.generate([prompts[i] for i in missing], run.round.max_new_tokens, temperature=lada.student_temperature,
-                        batch_size=bs, seed=derive_seed(run.seed, learner.name, "student-paths", round_))
+    paths = lm.generate([prompts[i] for i in missing], cfg.round.max_new_tokens, temperature=lada.student_temperature,
+                        batch_size=bs, seed=derive_seed(cfg.seed, learner.name, "student-paths", round_))
     own_paths.update({i: (p, is_correct(p, offered[i].answer)) for i, p in zip(missing, paths)})
     picks = [
         Pick(offered[i].sample_id, prompts[i], offered[i].path, offered[i].path_correct, *own_paths[i],
@@ -161,7 +161,7 @@ def choose(learner, selector, offered: list[Offered], budget: int, round_: int) 
     pool = []
     if lada.reward == "heldout_contrast":
         correct = [i for i, o in enumerate(offered) if o.path_correct]
-        rng = random.Random(derive_seed(run.seed, learner.name, "reward-pool", round_))
+        rng = random.Random(derive_seed(cfg.seed, learner.name, "reward-pool", round_))
         pool = [(prompts[i], offered[i].path) for i in sorted(rng.sample(correct, min(POOL_SAMPLE, len(correct))))]
     return Pending(round_, picks, pool=pool), stats
 
@@ -169,21 +169,21 @@ def choose(learner, selector, offered: list[Offered], budget: int, round_: int) 
 def _greedy_paths(learner, offered: list[Offered], own: np.ndarray) -> dict[int, tuple[str, bool]]:
     """For the oracle: the learner's greedy path, and whether it is right, on each own-domain candidate with
     a correct teacher path (it puts the learner-wrong ones first)."""
-    run = learner.run
+    cfg = learner.cfg
     rows = [i for i, o in enumerate(offered) if own[i] and o.path_correct]
-    guesses = learner.lm.generate([offered[i].prompt for i in rows], run.round.max_new_tokens,
-                                  batch_size=run.runtime.eval_batch_size)
+    guesses = learner.lm.generate([offered[i].prompt for i in rows], cfg.round.max_new_tokens,
+                                  batch_size=cfg.runtime.eval_batch_size)
     return {i: (g, is_correct(g, offered[i].answer)) for g, i in zip(guesses, rows)}
 
 
 def own_data_pairs(learner, n_exchanged: int, round_: int) -> list[tuple[str, str, str | None]]:
     """Pairs on the learner's own data, in the same share of the phase as in `distill`
     (`round.transfer_local_fraction`): they keep the learner on its own domain (both directions)."""
-    run = learner.run
-    frac = run.round.transfer_local_fraction
-    rng = random.Random(derive_seed(run.seed, learner.name, "local-pairs", round_))
+    cfg = learner.cfg
+    frac = cfg.round.transfer_local_fraction
+    rng = random.Random(derive_seed(cfg.seed, learner.name, "local-pairs", round_))
     local = rng.sample(learner.train, min(round(n_exchanged * frac / (1 - frac)), len(learner.train)))
-    paths = learner.lm.generate([e.prompt for e in local], run.round.max_new_tokens, batch_size=run.runtime.eval_batch_size)
+    paths = learner.lm.generate([e.prompt for e in local], cfg.round.max_new_tokens, batch_size=cfg.runtime.eval_batch_size)
     return [(p.prompt, p.chosen, p.rejected)
             for p in local_pairs(local, paths, [is_correct(p, e.answer) for p, e in zip(paths, local)])]
 
@@ -192,13 +192,13 @@ def learn(learner, pairs: list[TextPair], refs: list[Ref | None] | None, local: 
           label: str) -> dict[str, float]:
     """The transfer phase: DARD on the pairs (+ own-data pairs), or SFT on their chosen paths (`lada.loss=sft`,
     the control, mixed with own data as in `distill`)."""
-    run, lada = learner.run, learner.run.lada
+    cfg, lada = learner.cfg, learner.cfg.lada
     if lada.loss == "sft":
         return learner.mixed_sft(round_, [p[0] for p in pairs], [p[1] for p in pairs], "lada")
-    transfer = learner.pcfg.transfer(run.round).sized(len(pairs) + len(local))
+    transfer = learner.participant_cfg.transfer(cfg.round).sized(len(pairs) + len(local))
     with learner.ui.task(f"{label}: round {round_} dard", transfer.steps) as advance:
         return train_dard(learner.lm, pairs, refs if lada.ref == "teacher" else None, local, transfer, lada,
-                          seed=derive_seed(run.seed, learner.name, "transfer", round_), progress=advance)
+                          seed=derive_seed(cfg.seed, learner.name, "transfer", round_), progress=advance)
 
 
 @dataclass
@@ -230,14 +230,14 @@ def reward_probe(kind: str, learner, pending: Pending) -> RewardProbe:
     rows = [j for j, p in enumerate(pending.picks) if p.path_correct]
     cosines[rows] = lm.gradient_cosines([pending.picks[j].prompt for j in rows], [pending.picks[j].path for j in rows],
                                         direction)
-    before = float(per_token_nll(lm, *heldout, learner.run.runtime.eval_batch_size).mean())
+    before = float(per_token_nll(lm, *heldout, learner.cfg.runtime.eval_batch_size).mean())
     return RewardProbe(kind, cosines, before)
 
 
 def rewards(probe: RewardProbe, learner, pending: Pending) -> tuple[np.ndarray, dict[str, float]]:
     """Per pick, the reward of `probe.kind` (filter/reward.py), and the scalars to log."""
     has_target = np.array([p.path_correct for p in pending.picks], dtype=bool)
-    bs = learner.run.runtime.eval_batch_size
+    bs = learner.cfg.runtime.eval_batch_size
     if probe.kind != "nll_drop":
         after = float(per_token_nll(learner.lm, *_heldout(learner), bs).mean())
         return heldout_alignment_reward(probe.cosines, has_target), {

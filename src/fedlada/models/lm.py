@@ -94,7 +94,7 @@ class LM:
             return torch.bfloat16
         return None
 
-    def _autocast(self):
+    def autocast(self):
         dtype = self.autocast_dtype
         return torch.autocast(self.device.type, dtype=dtype) if dtype is not None else nullcontext()
 
@@ -135,11 +135,11 @@ class LM:
 
     def prefix_lengths(self, prompts: list[str]) -> list[int]:
         """Tokens of the prefix a completion of each prompt is conditioned on (see the module docstring)."""
-        return [len(ids) for ids in self._prompt_ids(prompts)]
+        return [len(ids) for ids in self.prompt_ids(prompts)]
 
     def token_counts(self, texts: list[str]) -> list[int]:
         """Tokens per text, tokenized as completions are (no special tokens)."""
-        return [len(ids) for ids in self._token_ids(texts)]
+        return [len(ids) for ids in self.token_ids(texts)]
 
     def _check_length(self, tokens: int) -> None:
         """Fail clearly instead of inside the model (GPT-2's position table would raise an IndexError).
@@ -162,7 +162,7 @@ class LM:
             self._vocab_strings = strings + [""] * padding
         return self._vocab_strings
 
-    def _token_ids(self, texts: list[str]) -> list[list[int]]:
+    def token_ids(self, texts: list[str]) -> list[list[int]]:
         if not texts:  # HF tokenizers fail on an empty batch
             return []
         return self.tokenizer(list(texts), add_special_tokens=False)["input_ids"]
@@ -184,7 +184,7 @@ class LM:
         """
         sampling = temperature > 0
         copies = num_return_sequences if sampling else 1
-        prefixes = self._prompt_ids(prompts)
+        prefixes = self.prompt_ids(prompts)
         order = sorted(range(len(prompts)), key=lambda i: len(prefixes[i]))
         if prefixes:
             self._check_length(len(prefixes[order[-1]]) + max_new_tokens)
@@ -194,7 +194,7 @@ class LM:
         if sampling:
             options.update(temperature=temperature, top_k=0, top_p=1.0)
         path = self.generation_path()
-        with self._seeded(seed), torch.inference_mode(), self._autocast():
+        with self._seeded(seed), torch.inference_mode(), self.autocast():
             for chunk in _chunks(order, max(1, batch_size // copies)):
                 width = max(len(prefixes[i]) for i in chunk)
                 ids = torch.full((len(chunk), width), self.pad_id, dtype=torch.long)
@@ -204,14 +204,14 @@ class LM:
                     mask[row, width - len(prefixes[i]):] = 1
                 out = self.model.generate(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
                                           **options, **self._path_options(path, width, max_new_tokens))
-                decoded = self._decode(out[:, width:].tolist())
+                decoded = self.decode(out[:, width:].tolist())
                 for row, i in enumerate(chunk):
                     texts[i] = decoded[row * copies : (row + 1) * copies]
         if not sampling:
             texts = [t * num_return_sequences for t in texts]
         return [t for per_prompt in texts for t in per_prompt]
 
-    def _decode(self, rows: list[list[int]]) -> list[str]:
+    def decode(self, rows: list[list[int]]) -> list[str]:
         cut = [row[: row.index(self.eos_id)] if self.eos_id in row else row for row in rows]
         return self.tokenizer.batch_decode(cut, skip_special_tokens=True)
 
@@ -231,30 +231,30 @@ class LM:
 
     # ---------------------------------------------------------------- scoring
 
-    def _prompt_ids(self, prompts: list[str]) -> list[list[int]]:
+    def prompt_ids(self, prompts: list[str]) -> list[list[int]]:
         """The prefix each completion is conditioned on (see the module docstring)."""
         if not self.tokenizer.chat_template:
-            return [[self.bos_id, *ids] for ids in self._token_ids(prompts)]
+            return [[self.bos_id, *ids] for ids in self.token_ids(prompts)]
         texts = [self.tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False,
                                                     add_generation_prompt=True) for p in prompts]
-        return self._token_ids(texts)  # the rendered special tokens (bos, turn markers) are parsed back as such
+        return self.token_ids(texts)  # the rendered special tokens (bos, turn markers) are parsed back as such
 
-    def _encode_pairs(self, prompts: list[str], completions: list[str],
+    def encode_pairs(self, prompts: list[str], completions: list[str],
                       given: list[str] | None = None) -> tuple[list[torch.Tensor], list[int]]:
         """Token sequences and, per sequence, the index of its first scored token. `given[i]`, a start of
         the completion that is conditioned on but not scored, is tokenized on its own, like the prompt."""
         if len(prompts) != len(completions) or (given is not None and len(given) != len(prompts)):
             raise ValueError(f"{len(prompts)} prompts for {len(completions)} completions"
                              + ("" if given is None else f" and {len(given)} given starts"))
-        given_ids = self._token_ids(given) if given is not None else [[] for _ in prompts]
+        given_ids = self.token_ids(given) if given is not None else [[] for _ in prompts]
         seqs, starts = [], []
-        for p, g, c in zip(self._prompt_ids(prompts), given_ids, self._token_ids(completions), strict=True):
+        for p, g, c in zip(self.prompt_ids(prompts), given_ids, self.token_ids(completions), strict=True):
             seqs.append(torch.tensor([*p, *g, *c, self.eos_id]))
             starts.append(len(p) + len(g))
         self._check_length(max(map(len, seqs), default=0))
         return seqs, starts
 
-    def _scored_logits(self, seqs: list[torch.Tensor], starts: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def scored_logits(self, seqs: list[torch.Tensor], starts: list[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Logits at the scored positions of one batch (the only place that masks them): `(logits [N, V],
         labels [N], rows [N])` for the N completion tokens + eos, row-major (sequence by sequence, in order).
 
@@ -267,7 +267,7 @@ class LM:
         pos = torch.arange(ids.shape[1], device=device)
         mask = (pos[None] < lengths[:, None]).long()
         position_ids = (mask.cumsum(1) - 1).clamp(min=0)
-        with self._autocast():
+        with self.autocast():
             logits = self.model(input_ids=ids, attention_mask=mask, position_ids=position_ids).logits
         # logits[:, t] predicts token t + 1; score the tokens from the first completion token to eos.
         nxt = pos[None, 1:]
@@ -275,9 +275,9 @@ class LM:
         rows = torch.arange(len(seqs), device=device)[:, None].expand_as(scored)[scored]
         return logits[:, :-1][scored].float(), ids[:, 1:][scored], rows
 
-    def _logprobs(self, seqs: list[torch.Tensor], starts: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+    def encoded_logprobs(self, seqs: list[torch.Tensor], starts: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """Summed completion log-probs and token counts for one batch."""
-        logits, labels, rows = self._scored_logits(seqs, starts)
+        logits, labels, rows = self.scored_logits(seqs, starts)
         token_lp = -F.cross_entropy(logits, labels, reduction="none")
         sums = torch.zeros(len(seqs), device=self.device).index_add(0, rows, token_lp)
         return sums, torch.bincount(rows, minlength=len(seqs))
@@ -290,18 +290,18 @@ class LM:
         With `grad=True` the sums carry autograd (for SFT and DARD losses) and batches follow the input
         order; otherwise it runs under inference mode, batches sorted by length to limit padding.
         """
-        seqs, starts = self._encode_pairs(prompts, completions, given)
+        seqs, starts = self.encode_pairs(prompts, completions, given)
         if not seqs:
             return torch.zeros(0, device=self.device), torch.zeros(0, dtype=torch.long, device=self.device)
         if grad:
-            parts = [self._logprobs(seqs[i : i + batch_size], starts[i : i + batch_size])
+            parts = [self.encoded_logprobs(seqs[i : i + batch_size], starts[i : i + batch_size])
                      for i in range(0, len(seqs), batch_size)]
             return torch.cat([s for s, _ in parts]), torch.cat([c for _, c in parts])
         order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
         sums, counts = [], []
         with torch.inference_mode():
             for chunk in _chunks(order, batch_size):
-                s, c = self._logprobs([seqs[i] for i in chunk], [starts[i] for i in chunk])
+                s, c = self.encoded_logprobs([seqs[i] for i in chunk], [starts[i] for i in chunk])
                 sums.append(s)
                 counts.append(c)
             restore = torch.argsort(torch.tensor(order, device=self.device))
@@ -332,12 +332,12 @@ class LM:
                       batch_size: int = 256) -> list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
         """Per pair, at every completion token + eos: `(label ids [T], label log-probs [T], top-k ids [T, k],
         top-k log-probs [T, k])` (numpy, CPU): the per-token knowledge logit-exchanging hosts (FedMKT) send."""
-        seqs, starts = self._encode_pairs(prompts, completions)
+        seqs, starts = self.encode_pairs(prompts, completions)
         k = min(k, self.model.config.vocab_size)
         out = []
         with torch.inference_mode():
             for lo in range(0, len(seqs), batch_size):
-                logits, labels, rows = self._scored_logits(seqs[lo : lo + batch_size], starts[lo : lo + batch_size])
+                logits, labels, rows = self.scored_logits(seqs[lo : lo + batch_size], starts[lo : lo + batch_size])
                 logp = torch.log_softmax(logits, -1)
                 top = logp.topk(k, dim=-1)
                 label_lp = logp.gather(1, labels[:, None]).squeeze(1)
@@ -353,9 +353,9 @@ class LM:
         The model's own view of a question: LaDa's filter uses it for question embeddings and for
         domain affinity to the model's own data.
         """
-        prefixes = [[self.bos_id, *ids] for ids in self._token_ids(texts)]
+        prefixes = [[self.bos_id, *ids] for ids in self.token_ids(texts)]
         rows = []
-        with torch.inference_mode(), self._autocast():
+        with torch.inference_mode(), self.autocast():
             for start in range(0, len(prefixes), batch_size):
                 chunk = [torch.tensor(p) for p in prefixes[start : start + batch_size]]
                 ids = pad_sequence(chunk, batch_first=True, padding_value=self.pad_id).to(self.device)

@@ -100,12 +100,12 @@ def train_sft(lm: LM, prompts: list[str], completions: list[str], cfg: TrainConf
         return {"loss_first": None, "loss_last": None, "steps": 0, "seconds": 0.0, "tokens": 0}
     if not prompts:
         raise ValueError("train_sft: no training pairs")
-    seqs, starts = lm._encode_pairs(prompts, completions)
+    seqs, starts = lm.encode_pairs(prompts, completions)
     gen = torch.Generator().manual_seed(derive_seed(seed, "sft-batches"))
     tokens = []
 
     def batch_loss(idx: list[int]) -> torch.Tensor:
-        sums, counts = lm._logprobs([seqs[i] for i in idx], [starts[i] for i in idx])
+        sums, counts = lm.encoded_logprobs([seqs[i] for i in idx], [starts[i] for i in idx])
         tokens.append(counts.sum())
         return -sums.sum() / tokens[-1]
 

@@ -35,10 +35,11 @@ from flwr.serverapp import Grid, ServerApp
 from fedlada.config import RunConfig, config_from_dict, load_config
 from fedlada.errors import FedladaError, PrivacyViolation
 from fedlada.federation.channel import Channel, ClientError, one_line
-from fedlada.federation.flower.node import Hello, Node, NodeError, NodeSettings, Restore, run_tag
+from fedlada.federation.flower.node import CONTROL_MESSAGES, Hello, Node, NodeError, NodeSettings, Restore, run_tag
 from fedlada.federation.flower.records import from_record, to_record
 from fedlada.federation.messages import Message as ProjectMessage
 from fedlada.federation.messages import encode
+from fedlada.methods import register_protocol
 from fedlada.progress import UI
 
 MESSAGE_TYPE = "query.fedlada"
@@ -208,11 +209,12 @@ server_app = ServerApp()
 
 @server_app.main()
 def server_main(grid: Grid, context: Context) -> None:
-    from fedlada.federation.runner import Runner
     from fedlada.report import write_report
+    from fedlada.runner import Runner
 
     rc = context.run_config
     cfg = config_from_run(rc)
+    register_protocol(cfg.method, *CONTROL_MESSAGES)
     out = out_dir(rc, cfg).resolve()
     out.mkdir(parents=True, exist_ok=True)
     status = out / STATUS
@@ -275,6 +277,7 @@ def node_settings(run_config, node_config, cfg: RunConfig) -> NodeSettings:
 @client_app.query("fedlada")
 def client_main(message: Message, context: Context) -> Message:
     node = _node(context.run_config, context.node_config)
+    register_protocol(node.cfg.method, *CONTROL_MESSAGES)
     ui = node.ui
     try:
         reply = node.handle(from_record(message.content))

@@ -24,7 +24,7 @@ def _need_flower() -> None:
     try:
         import flwr  # noqa: F401
     except ImportError:
-        from fedlada.cli import fail
+        from fedlada.cli_common import fail
 
         fail("Flower is not installed: pip install 'fedlada\\[flower]'")
 
@@ -32,15 +32,15 @@ def _need_flower() -> None:
 def _run(mode: str, config, set_, out, resume, supernodes: int | None, tls, per_message: bool = False) -> None:
     from rich.markup import escape
 
-    from fedlada.cli import _resolve_run, accuracy_table, console, fail, one_line_errors
+    from fedlada.cli_common import accuracy_table, console, fail, one_line_errors, resolve_run
     from fedlada.config import ConfigError, dump_config
     from fedlada.federation.flower.launch import run_federation
-    from fedlada.federation.runner import checked_data
+    from fedlada.federation.fit import checked_data
     from fedlada.report import read_rows
 
     _need_flower()
     try:
-        cfg, out = _resolve_run(config, set_, out, resume)
+        cfg, out = resolve_run(config, set_, out, resume)
     except ConfigError as err:
         fail(str(err))
     with one_line_errors(cfg):  # here, before any process starts or anything is written
@@ -90,7 +90,7 @@ def local(
                                           "otherwise one long-lived ClientApp process per SuperNode)"),
 ) -> None:
     """A SuperLink and one SuperNode per client as processes on 127.0.0.1; all stopped at the end."""
-    from fedlada.cli import fail
+    from fedlada.cli_common import fail
     from fedlada.federation.flower.launch import TLS
 
     given = [p for p in (ca, cert, key) if p is not None]

@@ -48,7 +48,7 @@ from fedlada import errors
 from fedlada.config import RunConfig
 from fedlada.data import build_federation_data
 from fedlada.errors import CheckpointError, FedladaError
-from fedlada.federation.messages import Evaluate, Message, Prepare, register
+from fedlada.federation.messages import Evaluate, Message, Prepare
 from fedlada.federation.participants import Client, torch_device
 from fedlada.progress import UI
 
@@ -73,13 +73,11 @@ def _describe(stamp: dict) -> str:
 
 # Control messages: the server asks a node who it is, or to restore its client from a snapshot.
 # They are part of running the federation, not of the method, and are not counted as traffic.
-@register
 @dataclass
 class Hello(Message):
     pass
 
 
-@register
 @dataclass
 class NodeInfo(Message):
     partition_id: int
@@ -87,7 +85,6 @@ class NodeInfo(Message):
     name: str
 
 
-@register
 @dataclass
 class Restore(Message):
     """Put the client back to its snapshot of `round`; with `snapshot` >= 0, also save that as round
@@ -98,13 +95,11 @@ class Restore(Message):
     expect: str = ""  # the stamp the server's checkpoint recorded for that snapshot ("": do not check)
 
 
-@register
 @dataclass
 class Done(Message):
     pass
 
 
-@register
 @dataclass
 class NodeError(Message):
     """The reply of a node whose handling stopped on a `FedladaError` (its inputs or files, not a crash):
@@ -118,6 +113,9 @@ class NodeError(Message):
         """The error as the node raised it (its class, when fedlada.errors has it)."""
         cls = getattr(errors, self.kind, None)
         return (cls if isinstance(cls, type) and issubclass(cls, FedladaError) else FedladaError)(self.message)
+
+
+CONTROL_MESSAGES = (Hello, NodeInfo, Restore, Done, NodeError)  # registered by the apps (`register_protocol`)
 
 
 _SPLITS: dict[tuple, object] = {}  # the last data split built in this process, by its data config
@@ -185,8 +183,8 @@ class Node:
         from fedlada.federation.audit import Auditor
 
         if getattr(self, "_auditor", None) is None:  # built once per Node (its automaton takes a while)
-            _, mine, _ = self._data()
-            self._auditor = Auditor.from_client_data({self.name: mine})
+            _, own_data, _ = self._data()
+            self._auditor = Auditor.from_client_data({self.name: own_data})
         return self._auditor
 
     def fingerprint(self) -> str:
@@ -205,13 +203,13 @@ class Node:
                 )
 
     def _client(self) -> Client:
-        from fedlada.federation.runner import default_cache_dir
+        from fedlada.config import default_cache_dir
 
-        cfg, mine, global_test = self._data()
+        cfg, own_data, global_test = self._data()
         if cfg.runtime.threads:
             torch.set_num_threads(cfg.runtime.threads)
         cache = Path(self.settings.cache_dir) if self.settings.cache_dir else default_cache_dir(cfg)
-        return Client(self.settings.partition_id, cfg, mine.train, mine.test, global_test, mine.heldout,
+        return Client(self.settings.partition_id, cfg, own_data.train, own_data.test, global_test, own_data.heldout,
                       device=torch_device(cfg.runtime.device), cache_dir=cache, ui=self.ui)
 
     def handle(self, msg: Message) -> Message:

@@ -19,16 +19,15 @@ import yaml
 import torch
 from transformers.utils import logging as hf_logging
 
-from fedlada.config import ConfigError, RunConfig, config_from_dict, dump_config
-from fedlada.data import build_federation_data
-from fedlada.data.files import DataFileError
-from fedlada.errors import CheckpointError, DataError, config_difference
-from fedlada.federation.audit import Auditor
+from fedlada.config import ConfigError, RunConfig, config_from_dict, default_cache_dir, dump_config
+from fedlada.errors import CheckpointError, config_difference
+from fedlada.federation.audit import auditor_for
 from fedlada.federation.channel import Channel
-from fedlada.federation.fit import check_context
+from fedlada.federation.fit import checked_data
 from fedlada.federation.messages import Evaluate, Prepare
 from fedlada.federation.participants import Client, Server, torch_device
-from fedlada.hosts import HOSTS, RoundContext
+from fedlada.hosts import RoundContext
+from fedlada.methods import build_host, check, register_protocol
 from fedlada.progress import UI
 
 hf_logging.disable_progress_bar()  # per-save "Writing model shards" bars would drown our progress
@@ -37,12 +36,6 @@ METRICS = "metrics.jsonl"
 SELECTIONS = "selections.jsonl"
 SPLITS = ("local_test", "global_test")
 CHECKPOINTS = "checkpoints"
-
-
-def default_cache_dir(cfg: RunConfig) -> Path:
-    if cfg.runtime.cache_dir:
-        return Path(cfg.runtime.cache_dir).expanduser()
-    return Path(os.environ.get("FEDLADA_CACHE", Path.home() / ".cache" / "fedlada"))
 
 
 def metric_rows(round_: int, participant: str, role: str, values: dict[str, float], sent: int, received: int) -> list[dict]:
@@ -69,32 +62,6 @@ def _append_jsonl(path: Path, rows: list[dict]) -> None:
             f.writelines(json.dumps(r) + "\n" for r in rows)
 
 
-def federation_data(cfg: RunConfig):
-    """The run's data sets; a data problem (domains missing, sets too small) as one-line DataError."""
-    try:
-        return build_federation_data(cfg.data, len(cfg.clients), cfg.seed)
-    except DataFileError:
-        raise  # the CLI lists its bad lines
-    except OSError as err:
-        raise DataError(f"data.path: {err.filename or cfg.data.path}: {err.strerror or err}") from None
-    except ValueError as err:
-        msg = str(err).strip().splitlines()[0]
-        raise DataError(msg if msg.startswith("data") else f"data: {msg}") from None
-
-
-def checked_data(cfg: RunConfig):
-    """The run's data sets, checked against the config and against every model's context
-    (federation/fit.py), so that data that does not fit fails in one line before anything trains."""
-    data = federation_data(cfg)
-    check_context(cfg, data, default_cache_dir(cfg))
-    return data
-
-
-def auditor_for(data) -> Auditor:
-    """An Auditor over every client's private sets."""
-    return Auditor.from_client_data({f"client-{i}": cd for i, cd in enumerate(data.clients)})
-
-
 class Runner:
     """The round loop on the server side.
 
@@ -105,6 +72,8 @@ class Runner:
 
     def __init__(self, cfg: RunConfig, out_dir: Path, ui: UI | None = None, channel: Channel | None = None):
         self.cfg, self.out, self.ui = cfg, Path(out_dir), ui or UI()
+        check(cfg)  # a config its method cannot run fails here, before any data is built
+        register_protocol(cfg.method)
         if cfg.runtime.threads:
             torch.set_num_threads(cfg.runtime.threads)
         device = torch_device(cfg.runtime.device)
@@ -122,7 +91,7 @@ class Runner:
         self.channel = channel
         if cfg.runtime.audit:
             channel.auditor = auditor_for(data)
-        self.host = HOSTS[cfg.method](cfg)
+        self.host = build_host(cfg)
 
     # -- checkpoints -------------------------------------------------------------------------
     def _checkpoint(self, round_: int) -> None:
