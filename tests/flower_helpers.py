@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 from pathlib import Path
+from types import SimpleNamespace
 
 FLOWER_PROGRAMS = ("flower-superlink", "flower-supernode", "flower-superexec", "flwr-serverapp", "flwr-clientapp",
                    "flwr-simulation", "flwr run", "raylet", "gcs_server", "fedlada.federation.flower.worker")
@@ -73,15 +74,28 @@ def launched_under(pid: int, directory: Path) -> bool:
 
 
 class StandInGrid:
-    """A Flower Grid stand-in: records what is pushed; answers with `reply(msg)` (None: no reply yet)."""
+    """A Flower Grid stand-in: records what is pushed and each call (`calls`: "push"/"pull"); answers each
+    pushed message with `reply(msg)` (None: no reply yet), the latest message first, each reply tagged
+    with the id of the message it answers (as Flower does)."""
 
     def __init__(self, reply):
-        self.reply, self.pushed = reply, []
+        from fedlada.federation.flower.node import CONTROL_MESSAGES
+        from fedlada.methods import register_protocol
+
+        register_protocol("standalone", *CONTROL_MESSAGES)  # what the ServerApp does before it makes a channel
+        self.reply, self.pushed, self.calls = reply, [], []
 
     def push_messages(self, msgs):
+        self.calls.append("push")
         self.pushed += msgs
-        return [str(len(self.pushed))]
+        return [str(i) for i in range(len(self.pushed) - len(msgs), len(self.pushed))]
 
     def pull_messages(self, ids):
-        out = self.reply(self.pushed[-1])
-        return [] if out is None else [out]
+        self.calls.append("pull")
+        replies = []
+        for message_id in sorted(ids, key=int, reverse=True):
+            reply = self.reply(self.pushed[int(message_id)])
+            if reply is not None:
+                reply.metadata = SimpleNamespace(reply_to_message_id=message_id)
+                replies.append(reply)
+        return replies

@@ -190,8 +190,7 @@ class Runner:
     # -- rounds ------------------------------------------------------------------------------
     def _evaluate_and_log(self, ctx: RoundContext) -> list[dict]:
         ctx.record("server", self.server.evaluate())
-        for i in ctx.active_clients():
-            ctx.call(i, Evaluate(ctx.round))
+        ctx.call_active(lambda i: Evaluate(ctx.round))
         # A client that failed this round has no accuracy rows (it was not evaluated); the server's
         # rows say which one failed, on which message and why.
         ctx.record("server", {f"failed/{e.client}": f"{e.message}: {e.reason}" for e in ctx.failed.values()})
@@ -217,8 +216,7 @@ class Runner:
     def _round_zero(self) -> list[dict]:
         ctx = RoundContext(0, self.cfg, self.server, self.channel, self.ui)
         ctx.record("server", self.server.prepare())
-        for i in range(ctx.num_clients):
-            ctx.call(i, Prepare())
+        ctx.call_active(lambda i: Prepare())
         return self._evaluate_and_log(ctx)
 
     def run(self, resume: bool = False, on_round=None) -> list[dict]:

@@ -75,13 +75,31 @@ class Channel:
 
     def call(self, index: int, request: Message) -> Message:
         """Send `request` to client `index` and return its reply; ClientError if the client failed."""
+        data = self._outgoing(index, request)
+        reply, nbytes = self._send(index, request, data)
+        self._count(self.clients[index].name, self.server_name, nbytes)
+        return reply
+
+    def call_all(self, requests: dict[int, Message]) -> dict[int, Message | ClientError]:
+        """One step of a round: each client its request; per client its reply, or the ClientError of a
+        client that failed. In process the clients answer one after another, in index order; a channel
+        whose clients live elsewhere (Flower) sends every request before it waits for a reply, so that
+        the clients work at the same time and their round trips overlap."""
+        results: dict[int, Message | ClientError] = {}
+        for index, request in requests.items():
+            try:
+                results[index] = self.call(index, request)
+            except ClientError as err:
+                results[index] = err
+        return results
+
+    def _outgoing(self, index: int, request: Message) -> bytes:
+        """`request` encoded, audited and counted, as it leaves for client `index`."""
         name = self.clients[index].name
         data = encode(request)
         self.audit(data, self.server_name, name)
         self._count(self.server_name, name, len(data))
-        reply, nbytes = self._send(index, request, data)
-        self._count(name, self.server_name, nbytes)
-        return reply
+        return data
 
     def _send(self, index: int, request: Message, data: bytes) -> tuple[Message, int]:
         """Deliver one encoded request; returns the decoded reply and the size of its encoding."""

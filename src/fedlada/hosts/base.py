@@ -12,6 +12,7 @@ Its exchange has two named points, and LaDa plugs into both (docs/plugin.md):
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -52,16 +53,28 @@ class RoundContext:
         """Send to one client; the scalars of its reply (`values`) are recorded under its name.
 
         None when the client failed in this round (only with `runtime.on_client_failure=skip`)."""
-        if index in self.failed:
-            return None
-        try:
-            reply = self.channel.call(index, msg)
-        except ClientError as err:
-            self._client_failed(index, err)
-            return None
-        if isinstance(getattr(reply, "values", None), dict):
-            self.record(self.channel.clients[index].name, reply.values)
-        return reply
+        return self.call_all({index: msg})[index]
+
+    def call_all(self, requests: dict[int, Message]) -> dict[int, Message | None]:
+        """`call` for several clients at once (`Channel.call_all`: under Flower they work in parallel).
+        Replies and failures are taken in index order, so a run's records do not depend on which client
+        answered first."""
+        results = self.channel.call_all({i: msg for i, msg in requests.items() if i not in self.failed})
+        replies: dict[int, Message | None] = {}
+        for index in sorted(requests):
+            reply = results.get(index)
+            if isinstance(reply, ClientError):
+                self._client_failed(index, reply)
+                reply = None
+            elif isinstance(getattr(reply, "values", None), dict):
+                self.record(self.channel.clients[index].name, reply.values)
+            replies[index] = reply
+        return replies
+
+    def call_active(self, make: Callable[[int], Message]) -> dict[int, Message]:
+        """`make(i)` to every client still in the round, at once; the replies of those that answered."""
+        replies = self.call_all({i: make(i) for i in self.active_clients()})
+        return {i: r for i, r in replies.items() if r is not None}
 
     def _client_failed(self, index: int, err: ClientError) -> None:
         where = f"{err.client} failed in round {self.round} on {err.message}: {err.reason}"
@@ -139,8 +152,7 @@ class Host:
     def local_step(self, ctx: RoundContext) -> None:
         rc = self.cfg.round
         if rc.local.steps:
-            for i in ctx.active_clients():
-                ctx.call(i, LocalTrain(ctx.round, rc.local.steps))  # None if it failed: nothing to do
+            ctx.call_active(lambda i: LocalTrain(ctx.round, rc.local.steps))
         if rc.server_local.steps:
             ctx.record("server", ctx.server.local_train(ctx.round, rc.server_local))
 

@@ -14,11 +14,12 @@ class Distill(Host):
     def transfer(self, ctx: RoundContext, exchange: Exchange) -> None:
         offer, stats = ctx.server.teacher_paths(ctx.round, exchange.union("down"))
         ctx.record("server", stats)
+        requests = {}
         for i, ids in exchange.down.items():
             wanted = set(ids)
             keep = [j for j, (sid, ok) in enumerate(zip(offer.sample_ids, offer.correct)) if ok and sid in wanted]
-            correct_only = TeacherPaths(
+            requests[i] = TeacherPaths(
                 ctx.round, [offer.sample_ids[j] for j in keep], [offer.prompts[j] for j in keep],
                 [offer.paths[j] for j in keep], [True] * len(keep),
             )
-            ctx.call(i, correct_only)  # None if the client failed: it just learns nothing this round
+        ctx.call_all(requests)  # a client that failed just learns nothing this round

@@ -101,7 +101,7 @@ class FedCoLLM(Host):
     def local_step(self, ctx: RoundContext) -> None:
         super().local_step(ctx)
         # FedAvg over the clients that answered (a failed one replies None under on_client_failure=skip)
-        replies = [r for r in (ctx.call(i, SendWeights(ctx.round)) for i in ctx.active_clients()) if r is not None]
+        replies = list(ctx.call_active(lambda i: SendWeights(ctx.round)).values())
         avg = fedavg([r.arrays for r in replies], [r.values[TRAIN_SIZE] for r in replies])
         ctx.record("server", {"fedcollm/averaged": float(len(replies))})
         if self.slm is None:
@@ -113,8 +113,7 @@ class FedCoLLM(Host):
 
     def deliver(self, ctx: RoundContext) -> None:
         state = {k: v.numpy() for k, v in self.slm.state_dict_cpu().items()}
-        for i in ctx.active_clients():
-            ctx.call(i, SetWeights(ctx.round, state))
+        ctx.call_active(lambda i: SetWeights(ctx.round, state))
 
     def transfer(self, ctx: RoundContext, exchange: Exchange) -> None:
         server, co, bs = ctx.server, self.cfg.fedcollm, self.cfg.runtime.eval_batch_size

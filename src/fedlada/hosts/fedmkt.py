@@ -203,11 +203,12 @@ class FedMKT(Host):
                                      mkt.top_k, bs)
         msg.sample_ids, msg.prompts, msg.solutions = ids, [e.prompt for e in samples], [e.solution for e in samples]
         sent: dict[str, list[tuple[Sparse, float]]] = {}  # sample id -> the clients' distributions, client order
+        parts = {}
         for k in sorted(set(exchange.down) | set(exchange.up)):
             down, up = exchange.down.get(k, []), exchange.up.get(k, [])
-            part = msg.subset(_rows(ids, [*down, *up]))
-            part.learn, part.ask = list(down), list(up)
-            reply = ctx.call(k, part)
+            parts[k] = msg.subset(_rows(ids, [*down, *up]))
+            parts[k].learn, parts[k].ask = list(down), list(up)
+        for reply in ctx.call_all(parts).values():
             if reply is None:  # a failed client (runtime.on_client_failure=skip) contributes no knowledge
                 continue
             for sid, dist, ce in zip(reply.sample_ids, receive(reply, server.lm, reply_solutions(reply, msg),

@@ -110,10 +110,7 @@ class Lada:
         candidates = [c for c, hit in zip(candidates, private) if hit is None]
         ctx.record("server", {"lada/withheld_private": float(sum(hit is not None for hit in private))})
         ex = LadaExchange(pool, {}, {}, candidates={c.sample_id: c for c in candidates})
-        for i in ctx.active_clients():
-            pair_offer = ctx.call(i, Candidates(ctx.round, candidates, self.up))
-            if pair_offer is None:  # the client failed this round
-                continue
+        for i, pair_offer in ctx.call_active(lambda i: Candidates(ctx.round, candidates, self.up)).items():
             ex.down[i] = pair_offer.picks
             ex.references[i] = self._references(server, pair_offer.needs_reference)
             if self.up:
@@ -125,8 +122,8 @@ class Lada:
 
     def transfer(self, ctx: RoundContext, ex: LadaExchange) -> None:
         """DARD on the picks: each client with the server's references, then the server on its up pairs."""
-        for i, refs in ex.references.items():
-            report = ctx.call(i, References(ctx.round, refs))
+        reports = ctx.call_all({i: References(ctx.round, refs) for i, refs in ex.references.items()})
+        for i, report in reports.items():
             if report is not None:
                 self._log(ctx, ctx.channel.clients[i].name, "down", report.picks, ex.candidates)
         if self.up:

@@ -18,6 +18,7 @@ Node config keys: `partition-id`, `num-partitions` (required), `state-dir`, `cac
 
 from __future__ import annotations
 
+import fcntl
 import json
 import re
 import sys
@@ -125,28 +126,59 @@ class FlowerChannel(Channel):
         """Send one message to client `index` and wait for its reply (not counted as traffic).
 
         ClientError when the node reports an error or (with `timeout`) no reply comes in time."""
-        name, kind = self.clients[index].name, type(request).__name__
-        msg = Message(content=to_record(request), dst_node_id=self.node_ids[index], message_type=MESSAGE_TYPE)
+        reply = self.exchange_all({index: request})[index]
+        if isinstance(reply, ClientError):
+            raise reply
+        return reply
+
+    def exchange_all(self, requests: dict[int, ProjectMessage]) -> dict[int, ProjectMessage | ClientError]:
+        """Send every request, then wait for all the replies (not counted as traffic): the nodes work at
+        the same time, and each node's wait for its next message (a SuperNode polls every 3 s when idle)
+        overlaps the others' instead of adding up. Per client its reply, or a ClientError when its node
+        reports an error or (with `timeout`) no reply comes in time."""
         start = time.monotonic()
-        ids = set(self.grid.push_messages([msg]))
-        deadline = None if self.timeout is None else time.monotonic() + self.timeout
-        pause, replies = 0.01, []
-        while not replies:  # Grid.send_and_receive polls every 3 s; per-message round trips add up
-            replies = list(self.grid.pull_messages(ids))
-            if not replies:
-                if deadline is not None and time.monotonic() > deadline:
-                    raise ClientError(name, kind, f"no reply from node {self.node_ids[index]} within "
-                                                  f"runtime.client_timeout={self.timeout:g} s")
-                time.sleep(pause)
-                pause = min(pause * 1.5, self.poll_max)
-        reply = replies[0]
+        msgs = [Message(content=to_record(request), dst_node_id=self.node_ids[i], message_type=MESSAGE_TYPE)
+                for i, request in requests.items()]
+        results: dict[int, ProjectMessage | ClientError] = {}
+        waiting = {}  # message id -> client index
+        for message_id, index in zip(self.grid.push_messages(msgs), requests):  # in order; None: not pushed
+            if message_id is None:
+                results[index] = ClientError(self.clients[index].name, type(requests[index]).__name__,
+                                             "the SuperLink did not take the message")
+            else:
+                waiting[message_id] = index
+        deadline = None if self.timeout is None else start + self.timeout
+        pause = 0.01
+        while waiting:
+            replies = list(self.grid.pull_messages(set(waiting)))
+            for reply in replies:
+                index = waiting.pop(reply.metadata.reply_to_message_id)
+                results[index] = self._reply(index, requests[index], reply, start)
+            if replies:
+                pause = 0.01
+                continue
+            if deadline is not None and time.monotonic() > deadline:
+                for index in waiting.values():
+                    results[index] = ClientError(self.clients[index].name, type(requests[index]).__name__,
+                                                 f"no reply from node {self.node_ids[index]} within "
+                                                 f"runtime.client_timeout={self.timeout:g} s")
+                break
+            time.sleep(pause)
+            pause = min(pause * 1.5, self.poll_max)
+        return {i: results[i] for i in requests}
+
+    def _reply(self, index: int, request: ProjectMessage, reply: Message, start: float) -> ProjectMessage | ClientError:
+        """A node's reply as the project message it carries, or the ClientError it stands for."""
+        name, kind, node = self.clients[index].name, type(request).__name__, self.node_ids[index]
         if reply.has_error():
             reason = str(reply.error.reason).strip().splitlines()
-            raise ClientError(name, kind, f"node {self.node_ids[index]}: {reason[-1] if reason else 'error'}")
+            return ClientError(name, kind, f"node {node}: {reason[-1] if reason else 'error'}")
         content = from_record(reply.content)
         if isinstance(content, NodeError):
             err = content.error()
-            raise ClientError(name, kind, f"node {self.node_ids[index]}: {one_line(err)}") from err
+            failure = ClientError(name, kind, f"node {node}: {one_line(err)}")
+            failure.__cause__ = err  # a FedladaError on the node is the inputs' fault: the run stops on it
+            return failure
         if NODE_RECORD in reply.content:
             meta = reply.content[NODE_RECORD]
             if int(meta["snapshot"]) >= 0:
@@ -155,12 +187,25 @@ class FlowerChannel(Channel):
             self.ui.log(f"{name}: {kind} answered in {time.monotonic() - start:.1f} s")
         return content
 
+    def call_all(self, requests: dict[int, ProjectMessage]) -> dict[int, ProjectMessage | ClientError]:
+        for index, request in requests.items():  # every request audited and counted before any leaves
+            self._outgoing(index, request)
+        results = self.exchange_all(requests)
+        for index, reply in results.items():
+            if not isinstance(reply, ClientError):
+                self._count(self.clients[index].name, self.server_name, self._incoming(index, reply))
+        return results
+
     def _send(self, index: int, request: ProjectMessage, data: bytes) -> tuple[ProjectMessage, int]:
         reply = self.exchange(index, request)
+        return reply, self._incoming(index, reply)
+
+    def _incoming(self, index: int, reply: ProjectMessage) -> int:
+        """Audit a reply (the node checked it before sending too); the size of its encoding."""
         encoded = encode(reply)
         name = self.clients[index].name
-        self.audit(encoded, name, self.server_name, owner=name)  # the node checked it before sending too
-        return reply, len(encoded)
+        self.audit(encoded, name, self.server_name, owner=name)
+        return len(encoded)
 
     def restore_client(self, index: int, path: Path, round_: int) -> None:
         # Back to the node's own round snapshot, and saved as this round's too (the runner checkpoints
@@ -274,8 +319,30 @@ def node_settings(run_config, node_config, cfg: RunConfig) -> NodeSettings:
     )
 
 
+@contextmanager
+def one_node_at_a_time(node_config):
+    """With a `compute-lock` file in the node config (`flower local`: every SuperNode on this machine),
+    the nodes take turns. The clients of a step get their messages at once, so their round trips
+    overlap, but they compute one after another: torch models sharing a few cores run far slower
+    together than in turn (three clients on two cores: a round 5x slower). Elsewhere each node has its
+    own machine and no lock."""
+    path = node_config.get("compute-lock")
+    if not path:
+        yield
+        return
+    Path(str(path)).parent.mkdir(parents=True, exist_ok=True)
+    with open(str(path), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        yield
+
+
 @client_app.query("fedlada")
 def client_main(message: Message, context: Context) -> Message:
+    with one_node_at_a_time(context.node_config):
+        return _answer(message, context)
+
+
+def _answer(message: Message, context: Context) -> Message:
     node = _node(context.run_config, context.node_config)
     register_protocol(node.cfg.method, *CONTROL_MESSAGES)
     ui = node.ui

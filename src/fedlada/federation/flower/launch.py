@@ -371,7 +371,8 @@ def run_federation(
         if mode == "local":
             isolation = "subprocess" if clientapp_per_message else "process"
             for k in range(supernodes or num_clients):
-                node_config = {"partition-id": k, "num-partitions": num_clients, "state-dir": str(out / "nodes")}
+                node_config = {"partition-id": k, "num-partitions": num_clients, "state-dir": str(out / "nodes"),
+                               "compute-lock": str(out / "nodes" / "compute.lock")}  # apps.one_node_at_a_time
                 port = free_port()
                 node = procs.start(f"supernode-{k}", supernode_argv(link_port, port, node_config, tls, isolation))
                 if isolation == "process":

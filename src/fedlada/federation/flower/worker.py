@@ -95,9 +95,14 @@ def run_task(address: str, token: str, insecure: bool, certificates: bytes | Non
 
 
 def serve(address: str, insecure: bool = True, root_certificates: str | None = None, parent_pid: int | None = None,
-          poll: float = 0.05) -> None:
+          poll: tuple[float, float] = (0.02, 0.25)) -> None:
     """Take the SuperNode's ClientApp tasks, one after another, until stopped (SIGTERM/SIGINT, or the
-    SuperNode `parent_pid` exiting)."""
+    SuperNode `parent_pid` exiting).
+
+    Between tasks it asks again after `poll[0]` s, then less and less often, up to every `poll[1]` s:
+    each ask costs this process and the SuperNode CPU, which on a small machine the models need (asking
+    every 0.05 s, three idle nodes took a fifth of two cores); the SuperNode itself polls the SuperLink
+    only every 3 s when idle, so a quarter of a second more does not show."""
     from flwr.proto.runtime_pb2 import AcquireTaskRequest  # noqa: E0611
     from flwr.supercore.app_utils import start_parent_process_monitor
     from flwr.supercore.constant import TaskType
@@ -121,6 +126,7 @@ def serve(address: str, insecure: bool = True, root_certificates: str | None = N
         retry_invoker=make_simple_http_retry_invoker(),
     )
     print(f"{time.strftime('%H:%M:%S')} fedlada ClientApp worker: serving {address}", file=sys.stderr, flush=True)
+    pause = poll[0]
     try:
         while True:
             res = acquirer.AcquireTask(AcquireTaskRequest(supported_task_types=[TaskType.CLIENT_APP]))
@@ -130,8 +136,10 @@ def serve(address: str, insecure: bool = True, root_certificates: str | None = N
                 except Exception as err:  # e.g. the reply could not be pushed: that task is lost, not this process
                     print(f"{time.strftime('%H:%M:%S')} task failed outside the ClientApp: {type(err).__name__}: {err}",
                           file=sys.stderr, flush=True)
+                pause = poll[0]
             else:
-                time.sleep(poll)
+                time.sleep(pause)
+                pause = min(pause * 1.5, poll[1])
     except KeyboardInterrupt:
         pass
     finally:
