@@ -27,7 +27,7 @@ from fedlada.federation.fit import checked_data
 from fedlada.federation.messages import Evaluate, Prepare
 from fedlada.federation.participants import Client, Server, torch_device
 from fedlada.hosts import RoundContext
-from fedlada.methods import build_host, check, register_protocol
+from fedlada.methods import build_host, register_protocol
 from fedlada.progress import UI
 
 hf_logging.disable_progress_bar()  # per-save "Writing model shards" bars would drown our progress
@@ -72,7 +72,7 @@ class Runner:
 
     def __init__(self, cfg: RunConfig, out_dir: Path, ui: UI | None = None, channel: Channel | None = None):
         self.cfg, self.out, self.ui = cfg, Path(out_dir), ui or UI()
-        check(cfg)  # a config its method cannot run fails here, before any data is built
+        self.host = build_host(cfg)  # a config its method cannot run fails here, before any data is built
         register_protocol(cfg.method)
         if cfg.runtime.threads:
             torch.set_num_threads(cfg.runtime.threads)
@@ -91,7 +91,6 @@ class Runner:
         self.channel = channel
         if cfg.runtime.audit:
             channel.auditor = auditor_for(data)
-        self.host = build_host(cfg)
 
     # -- checkpoints -------------------------------------------------------------------------
     def _checkpoint(self, round_: int) -> None:

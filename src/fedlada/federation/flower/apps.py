@@ -109,8 +109,10 @@ class FlowerChannel(Channel):
             time.sleep(0.5)
         probe = cls(grid, ids, [f"node-{i}" for i in ids])
         by_partition: dict[int, int] = {}
-        for j, node_id in enumerate(ids):
-            info = probe.exchange(j, Hello())
+        for j, info in probe.exchange_all({j: Hello() for j in range(len(ids))}).items():  # all asked at once
+            node_id = ids[j]
+            if isinstance(info, ClientError):
+                raise info
             if info.num_partitions != num_clients:
                 raise ValueError(f"node {node_id}: num-partitions={info.num_partitions}, the config has {num_clients} clients")
             if info.partition_id in by_partition:
