@@ -10,7 +10,12 @@ from typer.testing import CliRunner
 
 from fedlada import compare as cmp
 from fedlada.cli import app
-from fedlada.config import dump_config
+from fedlada.compare import schedule
+from fedlada.compare.planning import _config_difference, plan
+from fedlada.compare.render import server_domain_grids, transfer_line, write_compare
+from fedlada.compare.results import aggregate, lada_vs_host, own_share_summary, own_shares, run_values
+from fedlada.compare.testbed import oracle_gap, scenario_check, transfer_rule
+from fedlada.config import ConfigError, config_from_dict, dump_config
 
 runner = CliRunner()
 
@@ -41,7 +46,7 @@ RUN_B = {
 
 
 def test_run_values_final_gain_and_bytes_per_round():
-    v = cmp.run_values(rows_of(RUN_A))
+    v = run_values(rows_of(RUN_A))
     assert v["final_round"] == 2
     assert v["client_own"] == pytest.approx(0.5) and v["client_global"] == pytest.approx(0.4)
     assert v["server_global"] == pytest.approx(0.9)
@@ -54,15 +59,15 @@ def test_run_values_final_gain_and_bytes_per_round():
 
 
 def test_aggregate_mean_and_sample_std_over_seeds():
-    runs = [{**cmp.run_values(rows_of(r)), "wall_seconds": w} for r, w in ((RUN_A, 10.0), (RUN_B, 20.0))]
-    st = cmp.aggregate(runs)
+    runs = [{**run_values(rows_of(r)), "wall_seconds": w} for r, w in ((RUN_A, 10.0), (RUN_B, 20.0))]
+    st = aggregate(runs)
     assert st["n"] == 2
     assert st["client_own"]["mean"] == pytest.approx((0.5 + 0.4) / 2)
     assert st["client_own"]["std"] == pytest.approx(math.sqrt(2) * 0.05)  # ddof=1: |a-b|/sqrt(2)
     assert st["gain_own"]["mean"] == pytest.approx((0.2 + 0.3) / 2)
     assert st["bytes_per_round"]["mean"] == pytest.approx((2200 + 500) / 2)
     assert st["wall_seconds"] == {"mean": 15.0, "std": pytest.approx(math.sqrt(50)), "n": 2}
-    one = cmp.aggregate(runs[:1])
+    one = aggregate(runs[:1])
     assert one["client_own"]["std"] is None and one["client_own"]["n"] == 1
     header, body = cmp.stats_grid({"m": st})
     assert body[0][header.index("client own %")] == "45.0 ± 7.1"
@@ -103,7 +108,7 @@ def test_failing_run_does_not_stop_the_others_and_finished_runs_are_reused(tmp_p
         code = 3 if job.variant.label == "broken" else 0
         return [sys.executable, "-c", FAKE_RUN, str(job.dir), str(job.cfg.rounds), str(code)]
 
-    monkeypatch.setattr(cmp, "command", fake_command)
+    monkeypatch.setattr(schedule, "command", fake_command)
     variants = [cmp.Variant("broken", ("method=distill",)), cmp.Variant.method("standalone")]
     out = tmp_path / "cmp"
     res = cmp.compare(str(scenario), variants, [0, 1], n_jobs=1, out=out, overrides=["rounds=1"], command_line="X")
@@ -185,19 +190,19 @@ def test_compare_end_to_end_then_reuses_finished_runs(tmp_path, tiny_config_dict
 def test_a_saved_run_differs_only_where_results_could(tiny_config_dict):
     """server.transfer_lr cannot change a run whose method never trains the server; anything else can."""
     def cfg(**kw):
-        return cmp.config_from_dict({**tiny_config_dict, **kw})
+        return config_from_dict({**tiny_config_dict, **kw})
 
     slow = {**tiny_config_dict["server"], "transfer_lr": 3e-4}
-    assert cmp._config_difference(cfg(), cfg(server=slow)) is None  # distill: the server only teaches
-    assert cmp._config_difference(cfg(method="fedmkt"), cfg(method="fedmkt", server=slow)) == (
+    assert _config_difference(cfg(), cfg(server=slow)) is None  # distill: the server only teaches
+    assert _config_difference(cfg(method="fedmkt"), cfg(method="fedmkt", server=slow)) == (
         "server.transfer_lr: None there, 0.0003 asked")
-    assert cmp._config_difference(cfg(runtime={"threads": 2}), cfg()) is None
-    assert cmp._config_difference(cfg(lada={"reward": "heldout"}), cfg(lada={"reward": "nll_drop"})) is None  # no LaDa
+    assert _config_difference(cfg(runtime={"threads": 2}), cfg()) is None
+    assert _config_difference(cfg(lada={"reward": "heldout"}), cfg(lada={"reward": "nll_drop"})) is None  # no LaDa
     lada = {"method": "distill+lada"}
     for rule in ("oracle", "random"):  # a fixed selection rule only logs the reward
-        assert cmp._config_difference(cfg(**lada, lada={"filter": rule, "reward": "heldout"}),
-                                      cfg(**lada, lada={"filter": rule, "reward": "nll_drop"})) is None
-    assert cmp._config_difference(cfg(**lada, lada={"reward": "heldout"}), cfg(**lada, lada={"reward": "nll_drop"})) == (
+        assert _config_difference(cfg(**lada, lada={"filter": rule, "reward": "heldout"}),
+                                  cfg(**lada, lada={"filter": rule, "reward": "nll_drop"})) is None
+    assert _config_difference(cfg(**lada, lada={"reward": "heldout"}), cfg(**lada, lada={"reward": "nll_drop"})) == (
         "lada.reward: 'heldout' there, 'nll_drop' asked")  # the learned filter learns from it
 
 
@@ -214,7 +219,7 @@ def test_lada_vs_host_pairs_by_seed():
         "fedmkt+lada": runs({0: 0.2, 1: 0.1}, server=0.2),
         "standalone+lada": runs({0: 0.3}),  # no standalone run: no pair
     }
-    pairs = cmp.lada_vs_host(results)
+    pairs = lada_vs_host(results)
     assert list(pairs) == ["distill+lada", "fedmkt+lada"]
     d = pairs["distill+lada"]
     assert d["host"] == "distill" and d["seeds"] == [0, 1, 2]
@@ -259,7 +264,7 @@ def test_variant_specs_labels_overrides_and_directories():
     ("distill+lada:filter=random:lada.filter=loss", "lada.filter is set twice"),
 ])
 def test_a_bad_variant_spec_is_one_config_error(spec, message):
-    with pytest.raises(cmp.ConfigError) as err:
+    with pytest.raises(ConfigError) as err:
         cmp.Variant.parse(spec)
     assert message in str(err.value)
 
@@ -267,14 +272,14 @@ def test_a_bad_variant_spec_is_one_config_error(spec, message):
 def test_plan_applies_spec_settings_and_validates_their_keys(tmp_path, tiny_config_dict):
     scenario = tiny_yaml(tmp_path, tiny_config_dict)
     variants = [cmp.Variant.parse("distill+lada:filter=random:ref=self"), cmp.Variant.parse("distill:round.transfer.steps=7")]
-    jobs = cmp.plan(scenario, variants, [0], [], tmp_path / "c", 1)
+    jobs = plan(scenario, variants, [0], [], tmp_path / "c", 1)
     assert jobs[0].cfg.method == "distill+lada" and jobs[0].cfg.lada.filter == "random" and jobs[0].cfg.lada.ref == "self"
     assert jobs[0].dir == tmp_path / "c" / "distill+lada_filter-random_ref-self" / "seed-0"
     assert jobs[1].cfg.method == "distill" and jobs[1].cfg.round.transfer.steps == 7
-    with pytest.raises(cmp.ConfigError, match="^lada.filtr: unknown key"):
-        cmp.plan(scenario, [cmp.Variant.parse("distill+lada:filtr=random")], [0], [], tmp_path / "c", 1)
-    with pytest.raises(cmp.ConfigError, match="would share the run directory x"):
-        cmp.plan(scenario, [cmp.Variant("a", ("method=distill",), "x"), cmp.Variant("b", ("method=distill",), "x")],
+    with pytest.raises(ConfigError, match="^lada.filtr: unknown key"):
+        plan(scenario, [cmp.Variant.parse("distill+lada:filtr=random")], [0], [], tmp_path / "c", 1)
+    with pytest.raises(ConfigError, match="would share the run directory x"):
+        plan(scenario, [cmp.Variant("a", ("method=distill",), "x"), cmp.Variant("b", ("method=distill",), "x")],
                  [0], [], tmp_path / "c", 1)
 
 
@@ -318,7 +323,7 @@ def test_lada_vs_host_pairs_ablations_with_the_plain_host():
         "distill+lada:filter=loss:round.transfer.epochs=1": runs_of({0: 0.30, 1: 0.30}),
         "fedmkt+lada:filter=random": runs_of({0: 0.3}),  # no fedmkt run: no pair
     }
-    pairs = cmp.lada_vs_host(results)
+    pairs = lada_vs_host(results)
     assert list(pairs) == ["distill+lada", ORACLE, "distill+lada:loss=sft", "distill+lada:filter=loss:round.transfer.epochs=1"]
     assert pairs[ORACLE]["host"] == "distill" and pairs[ORACLE]["client_own"]["diffs"] == pytest.approx([10.0, 20.0])
     assert pairs["distill+lada:loss=sft"]["host"] == "distill" and pairs["distill+lada:loss=sft"]["seeds"] == [1]
@@ -337,7 +342,7 @@ def test_oracle_gap_recovered_per_seed_and_none_where_the_gap_is_zero():
         "distill+lada": runs_of({0: 0.6, 1: 0.55, 2: 0.7}),
         "distill+lada:loss=sft": runs_of({0: 0.4, 1: 0.65}),  # no seed 2 run
     }
-    gap = cmp.oracle_gap(results)
+    gap = oracle_gap(results)
     assert list(gap) == ["distill+lada"]
     g = gap["distill+lada"]
     assert (g["oracle"], g["random"], g["seeds"]) == (ORACLE, RANDOM, [0, 1, 2])
@@ -353,7 +358,7 @@ def test_oracle_gap_recovered_per_seed_and_none_where_the_gap_is_zero():
     assert body[0] == [f"`{ORACLE}` − `{RANDOM}` (points)", "3", "", "+40.0", "+10.0", "+0.0"]
     assert body[1] == ["`distill+lada`", "2", "50 ± 0", "50", "50", "–"]
     assert body[2][3:] == ["0", "150", "–"]
-    assert cmp.oracle_gap({k: v for k, v in results.items() if k != RANDOM}) == {}
+    assert oracle_gap({k: v for k, v in results.items() if k != RANDOM}) == {}
 
 
 TRANSFER = {"steps": 300, "batch_size": 64, "epochs": None}
@@ -374,7 +379,7 @@ def good_compare():
 
 def test_scenario_check_passes_a_good_testbed():
     results, configs = good_compare()
-    check = cmp.scenario_check(results, configs)
+    check = scenario_check(results, configs)
     assert check["line"] == "testbed check: PASS (a–d)" and check["status"] == "pass"
     assert {k: c["status"] for k, c in check["conditions"].items()} == dict.fromkeys("abcd", "pass")
     b = check["conditions"]["b"]
@@ -391,7 +396,7 @@ def test_scenario_check_passes_a_good_testbed():
 def test_scenario_check_flags_distill_below_standalone_in_one_seed():
     results, configs = good_compare()
     results["distill"] = runs_of({0: 0.50, 1: 0.44})
-    check = cmp.scenario_check(results, configs)
+    check = scenario_check(results, configs)
     a = check["conditions"]["a"]
     assert a["status"] == "fail" and [p["diff_points"] for p in a["per_seed"]] == pytest.approx([10.0, -1.0])
     assert check["status"] == "fail" and check["line"] == "testbed check: FAIL (a failed; b, c, d passed)"
@@ -403,7 +408,7 @@ def test_scenario_check_flags_distill_below_standalone_in_one_seed():
 def test_selection_matters_needs_ten_points_on_average(oracle, status):
     results, configs = good_compare()
     results[ORACLE] = runs_of(oracle)
-    assert cmp.scenario_check(results, configs)["conditions"]["b"]["status"] == status
+    assert scenario_check(results, configs)["conditions"]["b"]["status"] == status
 
 
 @pytest.mark.parametrize("client, status", [(0.04, "fail"), (0.05, "fail"), (0.06, "pass"), (0.89, "pass"), (0.90, "fail")])
@@ -411,7 +416,7 @@ def test_no_floor_or_ceiling_at_round_zero(client, status):
     results, configs = good_compare()
     zero = {0: {"client-0": 0.3, "client-1": 0.4}, 1: {"client-0": 0.3, "client-1": client}}
     results = {label: runs_of({r["seed"]: r["client_own"] for r in e["runs"]}, clients0=zero) for label, e in results.items()}
-    c = cmp.scenario_check(results, configs)["conditions"]["c"]
+    c = scenario_check(results, configs)["conditions"]["c"]
     assert c["status"] == status
     assert c["per_seed"][1]["outside"] == ({"client-1": client} if status == "fail" else {})
     assert c["per_seed"][1]["min"] == pytest.approx(min(0.3, client))
@@ -423,7 +428,7 @@ def test_server_lacks_a_client_domain_by_twenty_points(add, status):
     # seed 0 always passes (add at 20%); seed 1 decides
     dom = {0: {"add": 0.2, "mul": 0.5, "sub": 0.5}, 1: {"add": add, "mul": 0.5, "sub": 0.5}}
     results = {label: runs_of({r["seed"]: r["client_own"] for r in e["runs"]}, by_domain=dom) for label, e in results.items()}
-    d = cmp.scenario_check(results, configs)["conditions"]["d"]
+    d = scenario_check(results, configs)["conditions"]["d"]
     assert d["status"] == status and d["per_seed"][1]["margin_points"] == pytest.approx(100 * (0.5 - add))
     assert [p["pass"] for p in d["per_seed"]] == [True, status == "pass"]
 
@@ -433,7 +438,7 @@ def test_server_lacks_picks_the_weakest_client_domain():
     results, configs = good_compare()
     dom = {"all": {"add": 0.45, "mul": 0.6, "sub": 0.05}}
     results = {label: runs_of({r["seed"]: r["client_own"] for r in e["runs"]}, by_domain=dom) for label, e in results.items()}
-    d = cmp.scenario_check(results, configs)["conditions"]["d"]
+    d = scenario_check(results, configs)["conditions"]["d"]
     assert d["status"] == "fail" and d["per_seed"][0]["domain"] == "add"
     assert d["per_seed"][0]["margin_points"] == pytest.approx(100 * ((0.6 + 0.05) / 2 - 0.45))
 
@@ -441,7 +446,7 @@ def test_server_lacks_picks_the_weakest_client_domain():
 def test_scenario_check_says_what_it_could_not_measure():
     results, configs = good_compare()
     partial = {k: v for k, v in results.items() if k not in ("standalone", RANDOM)}
-    check = cmp.scenario_check(partial, configs)
+    check = scenario_check(partial, configs)
     cond = check["conditions"]
     assert cond["a"]["status"] == cond["b"]["status"] == "not measured"
     assert cond["a"]["why"] == "not measured: needs finished runs of `distill` and `standalone` of a common seed"
@@ -450,24 +455,24 @@ def test_scenario_check_says_what_it_could_not_measure():
     assert "  (b) selection matters: not measured: needs variants distill+lada:filter=oracle" in cmp.check_lines(check)[2]
     # d: no client domains in the config is not measurable; no per-domain server rows is not measured
     no_domains = {label: {"round": {"transfer": TRANSFER}} for label in results}
-    assert cmp.scenario_check(results, no_domains)["conditions"]["d"]["why"] == (
+    assert scenario_check(results, no_domains)["conditions"]["d"]["why"] == (
         "not measurable: the config sets no data.client_domains")
     old = {label: runs_of({r["seed"]: r["client_own"] for r in e["runs"]}, by_domain={"all": {}}) for label, e in results.items()}
-    assert cmp.scenario_check(old, configs)["conditions"]["d"]["why"].startswith(
+    assert scenario_check(old, configs)["conditions"]["d"]["why"].startswith(
         "not measured: needs round-0 server rows with accuracy_by_domain/<domain>")
-    empty = cmp.scenario_check({"distill": {"runs": [], "missing": []}}, {})
+    empty = scenario_check({"distill": {"runs": [], "missing": []}}, {})
     assert {c["status"] for c in empty["conditions"].values()} == {"not measured"}
     assert empty["line"] == "testbed check: INCOMPLETE (a, b, c, d not measured)"
 
 
 def test_transfer_phase_rule_per_variant_when_they_differ():
-    assert cmp.transfer_rule({"round": {"transfer": {"steps": 300, "batch_size": 64, "epochs": 2.0}}}) == (
+    assert transfer_rule({"round": {"transfer": {"steps": 300, "batch_size": 64, "epochs": 2.0}}}) == (
         "2 epochs, capped at 300 steps (batch 64)")
-    assert cmp.transfer_rule({"round": {"transfer": {"steps": 250, "batch_size": 32}}}) == "250 steps (batch 32)"
+    assert transfer_rule({"round": {"transfer": {"steps": 250, "batch_size": 32}}}) == "250 steps (batch 32)"
     rules = {"a": "300 steps (batch 64)", "b": "2 epochs, capped at 300 steps (batch 64)", "c": "300 steps (batch 64)"}
-    assert cmp.transfer_line(rules, code=True) == (
+    assert transfer_line(rules, code=True) == (
         "transfer phases: `a`, `c`: 300 steps (batch 64); `b`: 2 epochs, capped at 300 steps (batch 64)")
-    assert cmp.transfer_line({"a": "300 steps (batch 64)"}) == "transfer phases: 300 steps (batch 64)"
+    assert transfer_line({"a": "300 steps (batch 64)"}) == "transfer phases: 300 steps (batch 64)"
 
 
 def test_round_zero_values_come_from_the_metrics_rows():
@@ -475,9 +480,9 @@ def test_round_zero_values_come_from_the_metrics_rows():
     for r in rows:
         if r["participant"] == "server" and r["round"] == 0:
             r.update({"accuracy_by_domain/add": 0.25, "accuracy_by_domain/mul": 0.75})
-    zero = cmp.run_values(rows)["round0"]
+    zero = run_values(rows)["round0"]
     assert zero == {"clients_own": {"client-0": 0.2, "client-1": 0.4}, "server_by_domain": {"add": 0.25, "mul": 0.75}}
-    assert cmp.run_values(rows_of(RUN_B))["round0"]["server_by_domain"] == {}
+    assert run_values(rows_of(RUN_B))["round0"]["server_by_domain"] == {}
 
 
 def write_fake_run(d, cfg, rows):
@@ -494,7 +499,7 @@ def test_write_compare_puts_the_check_on_top_and_the_oracle_gap_in(tmp_path, tin
     oracle = cmp.Variant(ORACLE, ("method=distill+lada", "lada.filter=loss"), "oracle-stand-in")
     variants = [cmp.Variant.parse(s) for s in ("standalone", "distill", "distill+lada", RANDOM, "distill+lada:filter=loss")]
     out = tmp_path / "cmp"
-    jobs = cmp.plan(scenario, [*variants, oracle], [0, 1], [], out, 1)
+    jobs = plan(scenario, [*variants, oracle], [0, 1], [], out, 1)
     final = {"standalone": 0.45, "distill": 0.4, "distill+lada": 0.5, RANDOM: 0.3, "distill+lada:filter=loss": 0.35, ORACLE: 0.6}
     for job in jobs:
         own = final[job.variant.label]
@@ -506,8 +511,8 @@ def test_write_compare_puts_the_check_on_top_and_the_oracle_gap_in(tmp_path, tin
                 r.update({"accuracy_by_domain/add": 0.1, "accuracy_by_domain/mul": 0.6})
         write_fake_run(job.dir, job.cfg, rows)
     assert (out / "distill+lada_filter-random" / "seed-1" / "done.json").exists()
-    cmp.write_compare(out, jobs, scenario="tiny", scenario_path=scenario, seeds=[0, 1], overrides=[],
-                      command_line="X", plot=False)
+    write_compare(out, jobs, scenario="tiny", scenario_path=scenario, seeds=[0, 1], overrides=[],
+                  command_line="X", plot=False)
     data = json.loads((out / "compare.json").read_text())
     check = data["check"]
     assert check["line"] == "testbed check: FAIL (a failed; b, c, d passed)"
@@ -535,10 +540,10 @@ def test_own_share_summary_takes_the_lowest_cell_from_round_two_against_its_base
     seed0 = {("client-0", 1): (0.1, 0.3), ("client-0", 2): (0.9, 0.3), ("client-1", 2): (0.45, 0.3),
              ("client-1", 3): (0.6, 0.3)}
     rows = lada_rows(seed0)
-    assert len(cmp.own_shares(rows + rows)) == 4  # one cell per (client, round), however many splits
+    assert len(own_shares(rows + rows)) == 4  # one cell per (client, round), however many splits
     results = {"distill": {"runs": [{"seed": 0, "own_shares": []}]},
-               "distill+lada": {"runs": [{"seed": 0, "own_shares": cmp.own_shares(rows)}]}}
-    summary = cmp.own_share_summary(results)
+               "distill+lada": {"runs": [{"seed": 0, "own_shares": own_shares(rows)}]}}
+    summary = own_share_summary(results)
     assert list(summary) == ["distill+lada"]  # no filter, no row
     (cell,) = summary["distill+lada"]
     assert cell["min_share"] == pytest.approx(0.45) and cell["min_ratio"] == pytest.approx(1.5)  # round 1 ignored
@@ -552,11 +557,11 @@ def test_server_per_domain_tables_show_final_gain_and_paired_difference():
 
     results = {"fedmkt": {"runs": [run(0, 0.9, 0.5), run(1, 0.8, 0.4)], "missing": []},
                "fedmkt+lada": {"runs": [run(0, 0.9, 0.6), run(1, 0.9, 0.7)], "missing": []}}
-    pairs = cmp.lada_vs_host(results)
+    pairs = lada_vs_host(results)
     assert pairs["fedmkt+lada"]["server_by_domain"]["mul"]["diffs"] == pytest.approx([10.0, 30.0])
     assert pairs["fedmkt+lada"]["server_by_domain"]["mul"]["verdict"] == "higher"
     assert pairs["fedmkt+lada"]["server_by_domain"]["add"]["verdict"] == "mixed"  # 0 and +10
-    (h1, b1), (h2, b2) = cmp.server_domain_grids(results, pairs)
+    (h1, b1), (h2, b2) = server_domain_grids(results, pairs)
     assert h1 == ["method", "n", "add % (gain)", "mul % (gain)"]
     assert b1[1] == ["fedmkt+lada", "2", "90.0 ± 0.0 (+0.0 ± 0.0)", "65.0 ± 7.1 (+25.0 ± 7.1)"]
     assert b2 == [["fedmkt+lada − fedmkt", "2", "+5.0 ± 7.1 (+0.0 / +10.0; mixed)", "+20.0 ± 14.1 (+10.0 / +30.0; higher)"]]
