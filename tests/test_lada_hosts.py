@@ -81,14 +81,14 @@ def test_too_few_up_pairs_are_carried_over_and_survive_resume(tiny_config_dict, 
 def _spy(monkeypatch):
     """Every (client index, message, reply) a host sends during a run."""
     calls = []
-    real = RoundContext.call
+    real = RoundContext.call_all
 
-    def call(self, index, msg):
-        reply = real(self, index, msg)
-        calls.append((self.round, index, msg, reply))
-        return reply
+    def call_all(self, requests):
+        replies = real(self, requests)
+        calls.extend((self.round, index, requests[index], reply) for index, reply in replies.items())
+        return replies
 
-    monkeypatch.setattr(RoundContext, "call", call)
+    monkeypatch.setattr(RoundContext, "call_all", call_all)
     return calls
 
 
@@ -127,9 +127,9 @@ def test_fedcollm_lada_averages_then_distils_on_the_picks_only(tiny_config_dict,
     learned = []
     real_learn = fedcollm.learn
 
-    def learn(lm, name, *args):
-        learned.append((args[3], name, list(args[4])))  # round, learner, prompts
-        return real_learn(lm, name, *args)
+    def learn(learner, round_, phase):
+        learned.append((round_, learner.name, list(phase.prompts)))  # round, learner, prompts
+        return real_learn(learner, round_, phase)
 
     monkeypatch.setattr(fedcollm, "learn", learn)
     d = dict(tiny_config_dict, method="fedcollm+lada")

@@ -114,7 +114,7 @@ def test_heldout_contrast_credits_each_pick_along_the_heldout_minus_pool_directi
              for i, (prompt, path, ok) in enumerate([("12+34=", "2+4+0=06|1+3+0=04|#### 46", True),
                                                      ("5*7=", "#### 35", True), ("9-1=", "#### 8", False)])]
     runtime = SimpleNamespace(eval_batch_size=8)
-    learner = SimpleNamespace(lm=lm, heldout=held, name="client-0", run=SimpleNamespace(runtime=runtime))
+    learner = SimpleNamespace(lm=lm, heldout=held, name="client-0", cfg=SimpleNamespace(runtime=runtime))
     pending = Pending(1, picks, pool=pool)
 
     def grad(prompts, paths):
