@@ -8,7 +8,8 @@ from pathlib import Path
 from types import SimpleNamespace
 
 FLOWER_PROGRAMS = ("flower-superlink", "flower-supernode", "flower-superexec", "flwr-serverapp", "flwr-clientapp",
-                   "flwr-simulation", "flwr run", "raylet", "gcs_server", "fedlada.federation.flower.worker")
+                   "flwr-simulation", "flwr run", "raylet", "gcs_server", "fedlada.federation.flower.worker",
+                   "fedlada.federation.flower.supernode")
 
 
 def make_tls(directory: Path) -> tuple[Path, Path, Path]:

@@ -121,7 +121,7 @@ def test_a_supernode_killed_during_round_1_is_skipped_and_the_run_finishes(tiny_
     before = set(flower_processes())
     proc, log = _start(tmp_path, cfg, out)
     _wait_for("round-0 checkpoint", _checkpointed(out, 0), proc, log)
-    node = _below(proc.pid, "flower-supernode", "partition-id=1 ")
+    node = _below(proc.pid, "fedlada.federation.flower.supernode", "partition-id=1 ")
     assert len(node) == 1, node
     os.kill(node[0], signal.SIGKILL)  # client-1's SuperNode dies as round 1 starts; its ClientApp worker follows it
     text = _finish(proc, log)

@@ -221,8 +221,8 @@ def superlink_argv(port: int, tls: TLS | None, simulation: bool, log_dir: Path) 
 
 def supernode_argv(link_port: int, port: int, node_config: dict, tls: TLS | None, isolation: str = "subprocess") -> list[str]:
     nc = " ".join(f"{k}={_toml_string(v) if isinstance(v, str) else v}" for k, v in node_config.items())
-    argv = ["flower-supernode", "--superlink", f"127.0.0.1:{link_port}", "--port", str(port), "--node-config", nc,
-            "--isolation", isolation]
+    argv = [sys.executable, "-m", "fedlada.federation.flower.supernode", "--superlink", f"127.0.0.1:{link_port}",
+            "--port", str(port), "--node-config", nc, "--isolation", isolation]
     argv += ["--root-certificates", str(tls.ca)] if tls else ["--insecure"]
     return argv
 
