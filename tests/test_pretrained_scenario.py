@@ -35,5 +35,5 @@ def test_one_smoke_round_runs_across_the_two_tokenizers(method, tmp_path):
     client1 = [r for r in rows if r["round"] == 1 and r["role"] == "client"]
     # the server's knowledge reached each client: bytes in, and the learner trained on it
     assert all(r["bytes_received"] > 0 for r in client1)
-    key = "samples/dard" if method == "distill+lada" else "kd/"
+    key = "loss/dard" if method == "distill+lada" else "kd/"
     assert all(any(k.startswith(key) or key in k for k in r) for r in client1), client1
