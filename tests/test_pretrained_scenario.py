@@ -27,7 +27,7 @@ def _models():
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["distill+lada", "fedmkt"])
 def test_one_smoke_round_runs_across_the_two_tokenizers(method, tmp_path):
-    cfg = load_config("configs/scenarios/pretrained.yaml", [f"method={method}", *SMOKE])
+    cfg = load_config("scenarios/pretrained", [f"method={method}", *SMOKE])
     assert cfg.server.model.name == GEMMA3 and {c.model.name for c in cfg.clients} == {SMOLLM2}
     rows = Runner(cfg, tmp_path / "run").run()
     seen = {(r["round"], r["participant"]) for r in rows}
