@@ -1,3 +1,5 @@
+import importlib.util
+
 import pytest
 import torch
 
@@ -54,3 +56,12 @@ def run_cut_after_round_one(cfg, out):
     with pytest.raises(Interrupt):
         Runner(cfg, out).run(on_round=stop)
     return Runner(cfg, out).run(resume=True)
+
+
+def require_packaged(*names: str) -> None:
+    """Skip, naming the extra to install, when a packaged model's package is missing (models/loading.PACKAGED)."""
+    from fedlada.models.loading import PACKAGED
+
+    for name in names:
+        if any(importlib.util.find_spec(m) is None for m in PACKAGED[name].modules):
+            pytest.skip(f"optional extra for {name}: {PACKAGED[name].install}")

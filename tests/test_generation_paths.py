@@ -6,16 +6,15 @@ business: benchmarks/generation.py). The compiled path on the CPU compiles C++ k
 so it is marked `slow`, as is the check on the real SmolLM2.
 """
 
-import importlib.util
-
 import pytest
 import torch
+from conftest import require_packaged
 from test_models_lm import dataset
 
 from fedlada.config import LoraConfig, ModelConfig, TrainConfig
 from fedlada.models import LM, load_model, train_sft
 from fedlada.models.lm import CACHE_BUCKET
-from fedlada.models.loading import PACKAGED, SMOLLM2
+from fedlada.models.loading import SMOLLM2
 
 torch.set_num_threads(1)
 
@@ -90,8 +89,7 @@ def test_compiled_step_gives_the_greedy_texts_of_plain_generate(trained):
 
 @pytest.mark.slow
 def test_static_cache_on_smollm2_gives_the_greedy_texts_of_plain_generate():
-    if any(importlib.util.find_spec(m) is None for m in PACKAGED[SMOLLM2].modules):
-        pytest.skip(f"optional extra for {SMOLLM2}: {PACKAGED[SMOLLM2].install}")
+    require_packaged(SMOLLM2)
     lm = load_model(ModelConfig(name=SMOLLM2))
     prompts = ["What is 347 + 85?", "Tom has 3 apples and buys 4 more. How many apples does he have?",
                "Name the capital of France.", "Write the next number: 2, 4, 8, 16,"]

@@ -11,6 +11,7 @@ import time
 import numpy as np
 import pytest
 import torch
+from conftest import require_packaged
 
 from fedlada.config import LoraConfig, ModelConfig, TrainConfig
 from fedlada.distill.align import nearest_ids, vocab_map
@@ -104,14 +105,9 @@ def test_a_missing_package_says_how_to_install(name, tmp_path, monkeypatch):
 
 # ---------------------------------------------------------------- the real models (slow)
 
-def _require(name: str) -> None:
-    if any(importlib.util.find_spec(m) is None for m in PACKAGED[name].modules):
-        pytest.skip(f"optional extra for {name}: {PACKAGED[name].install}")
-
-
 @pytest.mark.slow
 def test_gemma_from_its_packages(tmp_path):
-    _require(GEMMA3)
+    require_packaged(GEMMA3)
     first = load_model(ModelConfig(name=GEMMA3), cache_dir=tmp_path)  # assembles, dequantizes, caches
     assert (tmp_path / GEMMA3 / "model.safetensors").exists()
     assert type(first.model).__name__ == "Gemma3ForCausalLM" and 268_000_000 < first.num_parameters < 269_000_000
@@ -130,7 +126,7 @@ def test_gemma_from_its_packages(tmp_path):
 @pytest.mark.parametrize("name", [SMOLLM2, GEMMA3])
 def test_real_models_train_with_and_without_lora(name, tmp_path):
     """What a server or a client does with its model: SFT steps, scoring, generation, adapter saves."""
-    _require(name)
+    require_packaged(name)
     prompts, solutions = ["Tom has 3 apples and buys 4 more. How many?"] * 2, ["3 + 4 = 7\n#### 7"] * 2
     for lora in (None, LoraConfig(r=4)):
         lm = load_model(ModelConfig(name=name, lora=lora))
@@ -146,8 +142,8 @@ def test_real_models_train_with_and_without_lora(name, tmp_path):
 
 @pytest.mark.slow
 def test_vocabulary_map_between_the_real_tokenizers(tmp_path):
-    _require(SMOLLM2)
-    _require(GEMMA3)
+    require_packaged(SMOLLM2)
+    require_packaged(GEMMA3)
     smol, gemma = (load_model(ModelConfig(name=n)) for n in (SMOLLM2, GEMMA3))
     s, g = smol.vocab_strings(), gemma.vocab_strings()
     shared = [t for t in s if t in set(g)][::97]

@@ -3,8 +3,8 @@
 Flower 1.42's SuperNode asks its SuperLink for a message, and when there is none it sleeps 3 s
 (and 0.5 s between checks for its ClientApp's reply), both hard-coded in
 `flwr.supernode.start_client_internal`. A fedlada round is a chain of short steps, each sent to
-every client and awaited before the next one, so on one machine most of that wait is the round's
-time: about 1.5 s idle per step and node. `fedlada flower local` starts its SuperNodes through this
+every client and awaited before the next one, so each step can wait up to 3 s before a node takes it,
+on top of its work. `fedlada flower local` starts its SuperNodes through this
 module, which caps those sleeps and is otherwise `flower-supernode` itself (same arguments).
 A SuperNode of a real deployment, with round trips of its own, can stay the stock one.
 
