@@ -34,3 +34,19 @@ def test_config_errors_are_one_line_naming_the_key(tmp_path):
     assert res.exit_code == 2 and res.output.strip() == "error: lada.filtr: unknown key"
     res = runner.invoke(app, ["run", "--set", "lada.filter=best", "--out", str(tmp_path / "r")])
     assert res.exit_code == 2 and res.output.startswith("error: lada.filter: Input should be") and res.output.count("\n") == 1
+
+
+def test_accuracy_table_turns_when_clients_would_not_fit_across():
+    from fedlada.cli_common import WIDE_TABLE, accuracy_table
+
+    def rows(n_clients):
+        return [{"round": t, "participant": f"client-{i}", "role": "client", "split": s, "accuracy": (10 * t + i) / 100}
+                for t in range(3) for i in range(n_clients) for s in ("local_test", "global_test")]
+
+    few = accuracy_table(rows(2), "few")  # rounds down
+    assert len(few.columns) == 5 <= WIDE_TABLE and few.row_count == 3
+    many = accuracy_table(rows(32), "many")  # participants down, one column per round
+    assert [c.header for c in many.columns] == ["participant\n(test)", "round 0", "round 1", "round 2"]
+    assert many.row_count == 64
+    name, *values = (list(c._cells) for c in many.columns)
+    assert [v[name.index("client-7 (own)")] for v in values] == ["7.0", "17.0", "27.0"]

@@ -41,11 +41,20 @@ def one_line_errors(cfg: RunConfig):
         fail(escape(str(err)))
 
 
+WIDE_TABLE = 9  # columns (round + participant/split pairs) beyond which the table is printed transposed
+
+
 def accuracy_table(rows: list[dict], title: str) -> Table:
+    """Rounds down, participants across; with many clients (a column per participant and split would
+    not fit a terminal) participants down and rounds across."""
     from fedlada.report import accuracy_grid
 
     header, body = accuracy_grid(rows)
     table = Table(title=title)
+    if len(header) > WIDE_TABLE:
+        columns = list(zip(*body))  # columns[0]: the rounds; columns[j]: header[j]'s accuracies
+        body = [[name, *columns[j]] for j, name in enumerate(header[1:], start=1)]
+        header = ["participant (test)"] + [f"round {t}" for t in columns[0]]
     for h in header:
         table.add_column(h.replace(" (", "\n("), justify="right")
     for row in body:
