@@ -94,6 +94,16 @@ def test_packaged_names_load_from_the_converted_cache(tmp_path):
         assert lm.tokenizer.chat_template == PLAIN_TEMPLATE
 
 
+def test_without_a_cache_dir_packaged_models_come_from_fedlada_cache(tmp_path, monkeypatch):
+    source = load_model(ModelConfig(name="tiny-llama-xs"), seed=2)
+    source.model.save_pretrained(tmp_path / SMOLLM2)
+    source.tokenizer.save_pretrained(tmp_path / SMOLLM2)
+    monkeypatch.setenv("FEDLADA_CACHE", str(tmp_path))
+    lm = load_model(ModelConfig(name=SMOLLM2))  # no cache_dir: $FEDLADA_CACHE, as for the base models
+    assert lm.model.config.vocab_size == source.model.config.vocab_size
+    assert torch.equal(lm.model.get_input_embeddings().weight, source.model.get_input_embeddings().weight)
+
+
 @pytest.mark.parametrize("name", [SMOLLM2, GEMMA3])
 def test_a_missing_package_says_how_to_install(name, tmp_path, monkeypatch):
     real = importlib.util.find_spec

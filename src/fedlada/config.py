@@ -328,8 +328,13 @@ def dump_config(cfg: RunConfig) -> str:
     return yaml.safe_dump(cfg.model_dump(mode="json", by_alias=True), sort_keys=False)
 
 
+def cache_root() -> Path:
+    """`$FEDLADA_CACHE`, else `~/.cache/fedlada`: the cache of a run that names none."""
+    return Path(os.environ.get("FEDLADA_CACHE", Path.home() / ".cache" / "fedlada"))
+
+
 def default_cache_dir(cfg: RunConfig) -> Path:
     """Where models built once (base models, converted checkpoints, vocabulary maps) are kept."""
     if cfg.runtime.cache_dir:
         return Path(cfg.runtime.cache_dir).expanduser()
-    return Path(os.environ.get("FEDLADA_CACHE", Path.home() / ".cache" / "fedlada"))
+    return cache_root()

@@ -25,14 +25,13 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from fedlada.config import LoraConfig, ModelConfig
+from fedlada.config import LoraConfig, ModelConfig, cache_root
 from fedlada.models.lm import LM, META_FILE
 from fedlada.models.presets import build_preset
 from fedlada.seeding import derive_seed
 
 SMOLLM2 = "smollm2-135m-instruct"
 GEMMA3 = "gemma-3-270m"
-DEFAULT_CACHE_DIR = Path.home() / ".cache" / "fedlada"
 
 # One user turn, then the answer on the next line: a completion starts a line, so its first token is the
 # one it would be in running text, for SentencePiece and byte-level BPE tokenizers alike. (The last
@@ -74,7 +73,7 @@ def load_model(cfg: ModelConfig, *, device: str | torch.device = "cpu", seed: in
 
     - `tiny-*`: a preset, randomly initialised from `seed` (the same seed gives the same weights);
     - `smollm2-135m-instruct`, `gemma-3-270m`: from the GGUF file in their packages (`PACKAGED`),
-      converted once to safetensors under `cache_dir` (default `~/.cache/fedlada`), because
+      converted once to safetensors under `cache_dir` (default `$FEDLADA_CACHE` or `~/.cache/fedlada`), because
       converting takes 13-43 s and the saved copy reloads in 0.2-3 s with identical logits (docs/models.md);
     - a directory written by `LM.save` (adapter saves rebuild their base from its name and seed; the
       tokenizer, with its layout, is used as saved) or by `save_pretrained`, or a Hugging Face id
@@ -89,7 +88,7 @@ def load_model(cfg: ModelConfig, *, device: str | torch.device = "cpu", seed: in
         model, tok = build_preset(cfg.name, seed)
     else:
         if cfg.name in PACKAGED and not path.is_dir():
-            model, tok = _from_pretrained(_packaged_dir(cfg.name, cache_dir or DEFAULT_CACHE_DIR))
+            model, tok = _from_pretrained(_packaged_dir(cfg.name, cache_dir or cache_root()))
         else:
             model, tok = _from_pretrained(path if path.is_dir() else cfg.name)
         if meta is None and not tok.chat_template:
