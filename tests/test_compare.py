@@ -233,6 +233,17 @@ def test_lada_vs_host_pairs_by_seed():
     assert cmp.paired_grid(pairs)[1][1][0] == "fedmkt+lada − fedmkt"
 
 
+
+def test_lada_vs_host_by_domain_pairs_only_the_seeds_that_have_the_domain():
+    def run(seed, own, by_domain):
+        return {"seed": seed, "client_own": own, "client_global": own, "server_global": 0.5, "server_by_domain": by_domain}
+
+    results = {"distill": {"runs": [run(0, 0.5, {"add": 0.6, "mul": 0.2}), run(1, 0.5, {"add": 0.4})]},
+               "distill+lada": {"runs": [run(0, 0.4, {"add": 0.5, "mul": 0.3}), run(1, 0.4, {"add": 0.5, "mul": 0.1})]}}
+    d = lada_vs_host(results)["distill+lada"]
+    assert d["server_by_domain"]["add"]["diffs"] == pytest.approx([-10.0, 10.0])
+    assert d["server_by_domain"]["mul"]["diffs"] == pytest.approx([10.0])  # seed 1's host has no mul: not paired
+
 # -- variant specs ----------------------------------------------------------------------------------------
 def test_variant_specs_labels_overrides_and_directories():
     plain = cmp.Variant.parse(" distill+lada ")

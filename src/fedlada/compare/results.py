@@ -263,8 +263,9 @@ def lada_vs_host(results: dict) -> dict[str, LadaVsHost]:
             continue
         metrics = {key: _paired([100 * (r[key] - h[key]) for h, r in runs if r[key] is not None and h[key] is not None])
                    for key, _ in PAIRED_KEYS}
-        domains = sorted({d for h, r in runs for d in h.get("server_by_domain", {}) if d in r.get("server_by_domain", {})})
-        by_domain = {d: _paired([100 * (r["server_by_domain"][d] - h["server_by_domain"][d]) for h, r in runs])
+        by_seed = [(h.get("server_by_domain", {}), r.get("server_by_domain", {})) for h, r in runs]
+        domains = sorted({d for h, r in by_seed for d in h if d in r})
+        by_domain = {d: _paired([100 * (r[d] - h[d]) for h, r in by_seed if d in h and d in r])  # the seeds with d
                      for d in domains}
         out[label] = LadaVsHost(host, [r["seed"] for _, r in runs], **metrics, server_by_domain=by_domain)
     return out
