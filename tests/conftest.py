@@ -1,4 +1,5 @@
 import importlib.util
+import random
 
 import pytest
 import torch
@@ -65,3 +66,34 @@ def require_packaged(*names: str) -> None:
     for name in names:
         if any(importlib.util.find_spec(m) is None for m in PACKAGED[name].modules):
             pytest.skip(f"optional extra for {name}: {PACKAGED[name].install}")
+
+
+def addition(rng: random.Random, digits: int) -> tuple[str, str]:
+    """`347+85=` -> `7+5+0=12|4+8+1=13|3+0+1=04|#### 432` (the quickstart's worked format)."""
+    a, b = rng.randrange(10 ** (digits - 1), 10**digits), rng.randrange(10, 10**digits)
+    da, db = str(a)[::-1], str(b)[::-1]
+    steps, carry = [], 0
+    for i in range(max(len(da), len(db))):
+        x, y = int(da[i]) if i < len(da) else 0, int(db[i]) if i < len(db) else 0
+        steps.append(f"{x}+{y}+{carry}={x + y + carry:02d}")
+        carry = (x + y + carry) // 10
+    return f"{a}+{b}=", "|".join(steps) + f"|#### {a + b}"
+
+
+def dataset(n: int, seed: int = 0, digits=(2, 3)) -> tuple[list[str], list[str]]:
+    rng = random.Random(seed)
+    pairs = [addition(rng, rng.randint(*digits)) for _ in range(n)]
+    return [p for p, _ in pairs], [s for _, s in pairs]
+
+
+@pytest.fixture(scope="module", params=["tiny-llama-s", "tiny-gpt2-s"])
+def trained(request):
+    """A client-sized model after a short SFT (once per test module): it emits eos, and its outputs
+    vary with the prompt, some ending at eos and some running to the limit."""
+    from fedlada.config import ModelConfig, TrainConfig
+    from fedlada.models import load_model, train_sft
+
+    lm = load_model(ModelConfig(name=request.param), seed=1)
+    prompts, solutions = dataset(256)
+    train_sft(lm, prompts, solutions, TrainConfig(steps=100, batch_size=32, lr=5e-3), seed=0)
+    return lm

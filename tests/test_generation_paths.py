@@ -8,8 +8,7 @@ so it is marked `slow`, as is the check on the real SmolLM2.
 
 import pytest
 import torch
-from conftest import require_packaged
-from test_models_lm import dataset
+from conftest import dataset, require_packaged
 
 from fedlada.config import LoraConfig, ModelConfig, TrainConfig
 from fedlada.models import LM, load_model, train_sft
@@ -17,15 +16,6 @@ from fedlada.models.lm import CACHE_BUCKET
 from fedlada.models.loading import SMOLLM2
 
 torch.set_num_threads(1)
-
-
-@pytest.fixture(scope="module", params=["tiny-llama-s", "tiny-gpt2-s"])
-def trained(request) -> LM:
-    """A short SFT: outputs that vary with the prompt, some ending at eos and some running to the limit."""
-    lm = load_model(ModelConfig(name=request.param), seed=1)
-    prompts, solutions = dataset(256)
-    train_sft(lm, prompts, solutions, TrainConfig(steps=100, batch_size=32, lr=5e-3), seed=0)
-    return lm
 
 
 def _with(lm: LM, path: str, *args, **kw) -> list[str]:
