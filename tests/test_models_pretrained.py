@@ -156,7 +156,8 @@ def test_vocabulary_map_between_the_real_tokenizers(tmp_path):
     require_packaged(GEMMA3)
     smol, gemma = (load_model(ModelConfig(name=n)) for n in (SMOLLM2, GEMMA3))
     s, g = smol.vocab_strings(), gemma.vocab_strings()
-    shared = [t for t in s if t in set(g)][::97]
+    in_gemma = set(g)
+    shared = [t for t in s if t in in_gemma][::97]
     assert np.array_equal(np.array(g)[nearest_ids(shared, g)], shared)  # exact matches map to themselves
     # hand-made tokens with known nearest neighbours in SmolLM2's vocabulary: one at distance 1; two at
     # distance 3 (" questionnaire" has the lower id of the two); 11,866 at distance 5, of which "1" has the lowest id
