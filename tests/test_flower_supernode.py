@@ -7,14 +7,19 @@ pytest.importorskip("flwr")
 from fedlada.federation.flower import supernode  # noqa: E402
 
 
-def test_the_supernode_loop_sees_sleeps_capped_and_the_rest_of_time_unchanged(monkeypatch):
+def test_the_supernode_loop_sees_sleeps_shortened_and_the_rest_of_time_unchanged(monkeypatch):
     slept = []
     monkeypatch.setattr(time, "sleep", slept.append)
     quicker = supernode._QuickerTime()
-    quicker.sleep(3)      # Flower's idle poll
-    quicker.sleep(0.5)    # its wait for a reply
+    for _ in range(7):
+        quicker.sleep(3)  # Flower's idle poll: backs off from POLL_SECONDS to IDLE_POLL_SECONDS
+    assert slept == pytest.approx([0.2, 0.3, 0.45, 0.675, 1.0, 1.0, 1.0])
+    assert (supernode.POLL_SECONDS, supernode.IDLE_POLL_SECONDS) == (0.2, 1.0)
+    slept.clear()
+    quicker.sleep(0.5)    # its wait for a reply: a message is being served, so the next idle poll is quick
+    quicker.sleep(3)
     quicker.sleep(0.05)   # short sleeps stay as they are
-    assert slept == [supernode.POLL_SECONDS, supernode.POLL_SECONDS, 0.05]
+    assert slept == pytest.approx([0.2, 0.2, 0.05])
     assert quicker.time is time.time and quicker.monotonic is time.monotonic
 
 
