@@ -4,12 +4,15 @@ on the same config, back to back on the same machine, with the ratio of their wa
     python benchmarks/flower_overhead.py                       # quickstart, method=distill+lada
     python benchmarks/flower_overhead.py --set rounds=1 --set round.transfer.steps=20   # a quick look
     python benchmarks/flower_overhead.py --clientapp-per-message   # Flower's default ClientApp per message
+    python benchmarks/flower_overhead.py --repeats 2   # in process, Flower, Flower, in process
 
 First (untimed) it runs round 0 alone once, so that both timed runs find the base models in the cache:
 otherwise the first run would pay the base training and the second not. Then it times the in-process
 run and the Flower run, each a fresh `--out`, and prints both wall times, the ratio, whether the two
 runs ended with the same accuracies, and `uptime` before and after (the machine may be shared: a
-load above the core count makes both times, and the ratio, noisy). The Flower run prints its round
+load above the core count makes both times, and the ratio, noisy). With `--repeats N` it runs N of
+each in the order in process, Flower, Flower, in process, ... (so that a machine that speeds up or
+slows down over the runs favours neither), and prints every time and the ratio of the sums. The Flower run prints its round
 progress on the terminal as it goes. The result is also written to OUT/flower_overhead.json.
 """
 
@@ -49,6 +52,7 @@ def main() -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], help="a config override (repeatable)")
     p.add_argument("--out", type=Path, default=Path("runs/bench-flower-overhead"))
     p.add_argument("--clientapp-per-message", action="store_true", help="Flower's default isolation, for comparison")
+    p.add_argument("--repeats", type=int, default=1, help="runs of each kind, interleaved in process/Flower/Flower/...")
     a = p.parse_args()
 
     sets = [x for s in [f"method={a.method}", *a.overrides] for x in ("--set", s)]
@@ -58,26 +62,37 @@ def main() -> None:
     subprocess.run([FEDLADA, "run", a.config, *sets, "--set", "rounds=0", "--out", str(a.out / "warmup")], check=True,
                    stdout=subprocess.DEVNULL)
 
+    def argv(kind: str, k: int) -> list[str]:
+        out = str(a.out / f"{kind}-{k}")
+        if kind == "in-process":
+            return [FEDLADA, "run", a.config, *sets, "--out", out]
+        return [FEDLADA, "flower", "local", a.config, *sets, "--out", out] + (
+            ["--clientapp-per-message"] if a.clientapp_per_message else [])
+
     load_before = uptime()
-    in_process = timed([FEDLADA, "run", a.config, *sets, "--out", str(a.out / "in-process")])
-    flower_argv = [FEDLADA, "flower", "local", a.config, *sets, "--out", str(a.out / "flower-local")]
-    if a.clientapp_per_message:
-        flower_argv.append("--clientapp-per-message")
-    flower = timed(flower_argv)
+    order = [kind for k in range(a.repeats) for kind in (("in-process", "flower-local") if k % 2 == 0 else
+                                                         ("flower-local", "in-process"))]
+    times: dict[str, list[float]] = {"in-process": [], "flower-local": []}
+    for kind in order:
+        times[kind].append(timed(argv(kind, len(times[kind]))))
     load_after = uptime()
 
-    same = accuracies(a.out / "in-process") == accuracies(a.out / "flower-local")
+    runs = [a.out / f"{kind}-{k}" for kind in times for k in range(a.repeats)]
+    same = all(accuracies(run) == accuracies(runs[0]) for run in runs)
+    in_process, flower = sum(times["in-process"]), sum(times["flower-local"])
     result = {"config": a.config, "method": a.method, "overrides": a.overrides,
-              "clientapp_per_message": a.clientapp_per_message, "in_process_s": round(in_process, 1),
-              "flower_local_s": round(flower, 1), "ratio": round(flower / in_process, 3), "same_accuracies": same,
+              "clientapp_per_message": a.clientapp_per_message, "order": order,
+              "in_process_s": [round(t, 1) for t in times["in-process"]],
+              "flower_local_s": [round(t, 1) for t in times["flower-local"]],
+              "ratio": round(flower / in_process, 3), "same_accuracies": same,
               "uptime_before": load_before, "uptime_after": load_after}
     (a.out / "flower_overhead.json").write_text(json.dumps(result, indent=2) + "\n")
     print()
     print(f"uptime before: {load_before}")
     print(f"uptime after:  {load_after}")
-    print(f"in process (fedlada run):   {in_process:7.1f} s")
-    print(f"fedlada flower local:       {flower:7.1f} s")
-    print(f"ratio flower local / in process: {flower / in_process:.2f}")
+    print("in process (fedlada run):   " + ", ".join(f"{t:7.1f} s" for t in times["in-process"]))
+    print("fedlada flower local:       " + ", ".join(f"{t:7.1f} s" for t in times["flower-local"]))
+    print(f"ratio flower local / in process: {flower / in_process:.2f}" + (" (of the sums)" if a.repeats > 1 else ""))
     print(f"same accuracies in every round: {'yes' if same else 'NO'}")
 
 
