@@ -12,8 +12,9 @@ run and the Flower run, each a fresh `--out`, and prints both wall times, the ra
 runs ended with the same accuracies, and `uptime` before and after (the machine may be shared: a
 load above the core count makes both times, and the ratio, noisy). With `--repeats N` it runs N of
 each in the order in process, Flower, Flower, in process, ... (so that a machine that speeds up or
-slows down over the runs favours neither), and prints every time and the ratio of the sums. The Flower run prints its round
-progress on the terminal as it goes. The result is also written to OUT/flower_overhead.json.
+slows down over the runs favours neither), and prints every time and the ratio of the sums. The
+Flower run prints its round progress on the terminal as it goes. The result is also written to
+OUT/flower_overhead.json.
 """
 
 from __future__ import annotations

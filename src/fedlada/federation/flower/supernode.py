@@ -9,7 +9,7 @@ on top of its work. `fedlada flower local` starts its SuperNodes through this mo
 `flower-supernode` itself (same arguments) with those sleeps shortened. The idle poll backs off
 (0.2, 0.3, 0.45, ... s, at most `IDLE_POLL_SECONDS`) because on one machine every poll costs the
 SuperLink CPU that the node computing at that moment needs: a node that answered early waits for the
-others, and polling the SuperLink five times a second through their long steps slowed their torch
+others, and polling the SuperLink five times a second through their long steps can slow their torch
 phases (docs/deploy.md). A SuperNode of a real deployment, with round trips of its own, can stay the
 stock one.
 
