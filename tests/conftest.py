@@ -4,6 +4,8 @@ import random
 import pytest
 import torch
 
+from fedlada.config import ModelConfig, TrainConfig
+from fedlada.models import load_model, train_sft
 from fedlada.runner import Runner
 
 torch.set_num_threads(1)
@@ -90,9 +92,6 @@ def dataset(n: int, seed: int = 0, digits=(2, 3)) -> tuple[list[str], list[str]]
 def trained(request):
     """A client-sized model after a short SFT (once per test module): it emits eos, and its outputs
     vary with the prompt, some ending at eos and some running to the limit."""
-    from fedlada.config import ModelConfig, TrainConfig
-    from fedlada.models import load_model, train_sft
-
     lm = load_model(ModelConfig(name=request.param), seed=1)
     prompts, solutions = dataset(256)
     train_sft(lm, prompts, solutions, TrainConfig(steps=100, batch_size=32, lr=5e-3), seed=0)
