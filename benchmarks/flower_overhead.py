@@ -63,22 +63,22 @@ def main() -> None:
     subprocess.run([FEDLADA, "run", a.config, *sets, "--set", "rounds=0", "--out", str(a.out / "warmup")], check=True,
                    stdout=subprocess.DEVNULL)
 
-    def argv(kind: str, k: int) -> list[str]:
-        out = str(a.out / f"{kind}-{k}")
+    def argv(kind: str, out: Path) -> list[str]:
         if kind == "in-process":
-            return [FEDLADA, "run", a.config, *sets, "--out", out]
-        return [FEDLADA, "flower", "local", a.config, *sets, "--out", out] + (
+            return [FEDLADA, "run", a.config, *sets, "--out", str(out)]
+        return [FEDLADA, "flower", "local", a.config, *sets, "--out", str(out)] + (
             ["--clientapp-per-message"] if a.clientapp_per_message else [])
 
     load_before = uptime()
     order = [kind for k in range(a.repeats) for kind in (("in-process", "flower-local") if k % 2 == 0 else
                                                          ("flower-local", "in-process"))]
     times: dict[str, list[float]] = {"in-process": [], "flower-local": []}
+    runs: list[Path] = []
     for kind in order:
-        times[kind].append(timed(argv(kind, len(times[kind]))))
+        runs.append(a.out / f"{kind}-{len(times[kind])}")
+        times[kind].append(timed(argv(kind, runs[-1])))
     load_after = uptime()
 
-    runs = [a.out / f"{kind}-{k}" for kind in times for k in range(a.repeats)]
     same = all(accuracies(run) == accuracies(runs[0]) for run in runs)
     in_process, flower = sum(times["in-process"]), sum(times["flower-local"])
     result = {"config": a.config, "method": a.method, "overrides": a.overrides,
