@@ -58,8 +58,8 @@ def test_explore_net_learns_residual_of_f1_as_it_was_at_selection():
         net = MLP(6, 16, np.random.default_rng(0))
         net.theta[:] = theta_then
         t = torch_copy(net)
-        std = np.sqrt(state["scaler_m2"] / state["scaler_count"])
-        xs = (x[s.indices] - state["scaler_mean"]) / std
+        xs = (x[s.indices] - x.mean(0)) / x.std(0)  # scaled within the pool it was chosen from
+        np.testing.assert_allclose(state["replay_x"][-5:], xs, rtol=1e-12)
         for row, g in zip(xs, state["replay_g"][-5:]):
             full = autograd_flat(t, t(torch.tensor(row[None]))[0, 0])
             pooled = [block.mean() for block in np.array_split(full, GRAD_DIM)]
@@ -122,15 +122,21 @@ def test_eenet_learns_a_nonlinear_reward(seed):
     assert rand_regret[25:].mean() > 0.8 * rand_regret[:25].mean()
 
 
-def test_scaler_is_fitted_on_every_candidate_seen():
+def test_features_are_scaled_within_each_pool():
+    """A pool shifted and stretched per feature (as the learner's NLLs move between rounds) is ranked
+    exactly as the original: each select scales by its own pool, and the picks are replayed as scaled."""
     rng = np.random.default_rng(4)
-    sel = make_selector("eenet", 3, seed=0, alpha=0.1)
-    pools = [rng.normal(loc=i, scale=i + 1, size=(n, 3)) for i, n in enumerate([7, 30, 12])]
-    for x in pools:
-        s = sel.select(x, 3)
-        sel.update(x[s.indices], np.zeros(3))
-    seen = np.concatenate(pools)
-    state = sel.state_dict()
-    assert state["scaler_count"] == len(seen)
-    np.testing.assert_allclose(state["scaler_mean"], seen.mean(0), rtol=1e-12)
-    np.testing.assert_allclose(np.sqrt(state["scaler_m2"] / len(seen)), seen.std(0), rtol=1e-12)
+    first, second = rng.normal(size=(40, 3)), rng.normal(size=(30, 3))
+    shift, stretch = np.array([5.0, -2.0, 0.5]), np.array([3.0, 0.2, 10.0])
+    rewards = rng.uniform(size=4)
+    picks = []
+    for later in (second, second * stretch + shift):
+        sel = make_selector("eenet", 3, seed=0, alpha=0.1)
+        s = sel.select(first, 4)
+        sel.update(first[s.indices], rewards)
+        picks.append(sel.select(later, 5).indices)
+        state = sel.state_dict()
+        np.testing.assert_allclose(state["pool_mean"], later.mean(0), rtol=1e-12)
+        np.testing.assert_allclose(state["pool_std"], later.std(0), rtol=1e-12)
+        np.testing.assert_allclose(state["replay_x"], (first[s.indices] - first.mean(0)) / first.std(0), rtol=1e-12)
+    np.testing.assert_array_equal(picks[0], picks[1])

@@ -113,6 +113,18 @@ def per_token_nll(lm, prompts: list[str], paths: list[str], batch_size: int) -> 
     return -logp.detach().cpu().numpy().astype(np.float64) / np.maximum(ntok.cpu().numpy(), 1)
 
 
+def features(learner, offered: list[Offered]) -> np.ndarray:
+    """phi(x) of every offered sample under the learner as it is now (filter/features.py's columns)."""
+    cfg, lm = learner.cfg, learner.lm
+    prompts = [o.prompt for o in offered]
+    learner_nll = per_token_nll(lm, prompts, [o.path for o in offered], cfg.runtime.eval_batch_size)
+    embedder = QuestionEmbedder(lm, [e.prompt for e in learner.train[:OWN_DATA_SAMPLE]], cfg.lada.embedding_dim,
+                                cfg.seed, learner.name)
+    emb, affinity = embedder(prompts)
+    return feature_matrix(learner_nll, [o.writer_nll for o in offered], [len(o.path) for o in offered],
+                          [o.flag for o in offered], affinity, emb)
+
+
 def choose(learner, selector, offered: list[Offered], budget: int, round_: int) -> tuple[Pending, dict[str, float]]:
     """Features of every offered sample, the filter's picks, and the learner's own paths on the picks (the
     rejected side where they are wrong): the ones it brought along (`Offered.learner_path`), else generated."""
@@ -120,12 +132,8 @@ def choose(learner, selector, offered: list[Offered], budget: int, round_: int) 
     bs = cfg.runtime.eval_batch_size
     start = time.perf_counter()
     prompts = [o.prompt for o in offered]
-    learner_nll = per_token_nll(lm, prompts, [o.path for o in offered], bs)
-    embedder = QuestionEmbedder(lm, [e.prompt for e in learner.train[:OWN_DATA_SAMPLE]], lada.embedding_dim, cfg.seed,
-                                learner.name)
-    emb, affinity = embedder(prompts)
-    phi = feature_matrix(learner_nll, [o.writer_nll for o in offered], [len(o.path) for o in offered],
-                         [o.flag for o in offered], affinity, emb)
+    phi = features(learner, offered)
+    learner_nll = phi[:, 0]
     t_features = time.perf_counter() - start
 
     own = np.array([o.own_domain for o in offered], dtype=bool)
