@@ -83,6 +83,14 @@ def ridge_top(x1: np.ndarray, rows1: np.ndarray, r1: np.ndarray, x2: np.ndarray,
     return np.argsort(-(np.column_stack([x2, np.ones(len(x2))]) @ w), kind="stable")[:budget]
 
 
+def _auc(pos: np.ndarray, neg: np.ndarray) -> float:
+    """P(a positive outranks a negative), ties half: among picks with a correct server path, since a pick
+    without one earns the round's lowest reward whatever its domain."""
+    if not len(pos) or not len(neg):
+        return float("nan")
+    return float(np.mean((pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])))
+
+
 def probe_client(client, lada: Lada, server, cands1: list[Candidate], cands2: list[Candidate]) -> tuple[list, dict]:
     cfg, budget = client.cfg, client.cfg.lada.budget
     off1 = offered(client, cands1)
@@ -93,7 +101,8 @@ def probe_client(client, lada: Lada, server, cands1: list[Candidate], cands2: li
     rows1 = np.array([row_of[p.sample_id] for p in report.picks])
     r1 = np.array([p.reward for p in report.picks])
     own1 = np.array([p.own_domain for p in report.picks])
-    auc = float(np.mean([a > b for a in r1[own1] for b in r1[~own1]])) if own1.any() and (~own1).any() else float("nan")
+    ok1 = np.array([p.teacher_correct for p in report.picks])
+    auc = _auc(r1[own1 & ok1], r1[~own1 & ok1])
 
     off2 = offered(client, cands2)
     phi2 = features(client, off2)
@@ -113,7 +122,7 @@ def probe_client(client, lada: Lada, server, cands1: list[Candidate], cands2: li
     possible = min(budget, int((own2 & ok2).sum())) / budget
     rows = [[name, f"{own2[top].mean():.2f}", f"{(own2[top] & ok2[top]).mean():.2f}", f"{ok2[top].mean():.2f}"]
             for name, top in tops.items()]
-    summary = {"base rate": float(own2.mean()), "possible": possible, "round-1 reward AUC own>other": auc,
+    summary = {"base rate": float(own2.mean()), "possible": possible, "round-1 reward AUC own>other (correct paths)": auc,
                "round-1 own share": float(own1.mean())}
     return rows, summary
 

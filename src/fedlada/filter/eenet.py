@@ -31,8 +31,9 @@ Choices the paper leaves open, fixed here:
   question drifts, so a running scaler over all rounds puts a round-2 candidate where round 1's easy
   ones were. Within its pool a feature says how a candidate compares with the others offered now,
   which is what a choice among them needs. Measured with benchmarks/filter_probe.py on `standard`
-  (round-2 own-domain share of the top 300, seeds 0 and 1, per client): 0.80 / 0.82 / 0.58 and
-  0.99 / 0.99 / 0.48 against 0.67 / 0.93 / 0.20 and 0.55 / 1.00 / 0.32 with the running scaler.
+  (round-2 own-domain share of the top 300 per client, seeds 0 / 1 / 2): 0.80 0.82 0.58 / 0.99 0.99
+  0.48 / 0.94 0.85 0.55 (mean 0.78) against 0.67 0.93 0.20 / 0.55 1.00 0.32 / 0.53 0.96 0.25 (mean
+  0.60) with the running scaler.
 - Each update runs a fixed number of Adam steps on random minibatches of the (capped, most recent)
   replay: the cost per round stays flat as the history grows, and early rounds, whose replay is a few
   rows, still get enough steps. The nets are warm-started across rounds, the optimizer is fresh per
