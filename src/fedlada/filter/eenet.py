@@ -258,6 +258,8 @@ class EENetSelector:
     def load_state_dict(self, state):
         if state.get("kind") != self.name:
             raise ValueError(f"state of a {state.get('kind')!r} selector given to an 'eenet' selector")
+        if "pool_mean" not in state:
+            raise ValueError("eenet state from an older fedlada (a running feature scaler): start the run afresh")
         for name, net in (("f1", self.f1), ("f2", self.f2)):
             theta = np.asarray(state[name], dtype=np.float64)
             if theta.shape != net.theta.shape:
@@ -266,8 +268,6 @@ class EENetSelector:
         self._updates = int(state["updates"])
         self._awaiting_update = bool(state["awaiting_update"])
         self._rng.bit_generator.state = state["rng"]
-        if "pool_mean" not in state:
-            raise ValueError("eenet state from an older fedlada (a running feature scaler): start the run afresh")
         self._pool_mean = np.array(state["pool_mean"], dtype=np.float64)
         self._pool_std = np.array(state["pool_std"], dtype=np.float64)
         self._x = np.array(state["replay_x"], dtype=np.float64).reshape(-1, self.n_features)
