@@ -36,25 +36,14 @@ from fedlada.filter.eenet import EENetSelector  # noqa: E402
 from fedlada.filter.features import NAMES  # noqa: E402
 from fedlada.lada.client import FILTER, on_candidates, on_references  # noqa: E402
 from fedlada.lada.messages import Candidate, Candidates, References  # noqa: E402
-from fedlada.lada.server import Lada  # noqa: E402
-from fedlada.lada.transfer import Offered, features, per_token_nll, selector_for  # noqa: E402
+from fedlada.lada.server import Lada, offered_candidates  # noqa: E402
+from fedlada.lada.transfer import Offered, features, selector_for  # noqa: E402
 from fedlada.report import markdown_table  # noqa: E402
 from fedlada.seeding import derive_seed  # noqa: E402
 
 
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def candidates(server, round_: int) -> list[Candidate]:
-    """The round's pool with the server's verified paths, as `Lada.select` offers it."""
-    pool = server.candidate_pool(round_)
-    offer, _ = server.teacher_paths(round_, pool)
-    expanded = [e for e in pool for _ in range(server.cfg.round.paths_per_question)]
-    nll = per_token_nll(server.lm, offer.prompts, offer.paths, server.cfg.runtime.eval_batch_size)
-    return [Candidate(sid, prompt, e.answer, path, ok, float(x), e.domain)
-            for sid, prompt, e, path, ok, x in zip(offer.sample_ids, offer.prompts, expanded, offer.paths,
-                                                   offer.correct, nll)]
 
 
 def offered(client, cands: list[Candidate]) -> list[Offered]:
@@ -138,7 +127,7 @@ def main() -> None:
     cfg = load_config(resolve_scenario(args.config), sets)
     server, clients = build(cfg)
     lada = Lada(cfg, up=False)
-    cands1, cands2 = candidates(server, 1), candidates(server, 2)
+    cands1, cands2 = offered_candidates(server, 1)[1], offered_candidates(server, 2)[1]
     lines = [f"# Filter probe: {args.config}, seed {args.seed}", "",
              "`python benchmarks/filter_probe.py " + shlex.join([args.config, "--seed", str(args.seed),
                                                                   *(f"--set={s}" for s in args.sets)]) + "`", ""]

@@ -85,6 +85,18 @@ class LadaExchange(Exchange):
     up_references: dict[tuple[int, str], tuple[float, int, float, int]] = field(default_factory=dict)
 
 
+def offered_candidates(server, round_: int) -> tuple[list, list[Candidate], dict[str, float]]:
+    """The round's pool C_t, the server's verified paths on it as candidates, and the path stats."""
+    pool = server.candidate_pool(round_)
+    offer, stats = server.teacher_paths(round_, pool)
+    expanded = [e for e in pool for _ in range(server.cfg.round.paths_per_question)]
+    nll = per_token_nll(server.lm, offer.prompts, offer.paths, server.cfg.runtime.eval_batch_size)
+    candidates = [Candidate(sid, prompt, e.answer, path, ok, float(x), e.domain)
+                  for sid, prompt, e, path, ok, x in zip(offer.sample_ids, offer.prompts, expanded, offer.paths,
+                                                         offer.correct, nll)]
+    return pool, candidates, stats
+
+
 class Lada:
     """Server-side half of the plug-in: offers candidates, computes references, runs the up direction."""
 
@@ -94,15 +106,9 @@ class Lada:
 
     def select(self, ctx: RoundContext) -> LadaExchange:
         """Every client's filter picks its down samples; the server's F_k^up picks from client k's offer."""
-        server, bs = ctx.server, self.cfg.runtime.eval_batch_size
-        pool = server.candidate_pool(ctx.round)
-        offer, stats = server.teacher_paths(ctx.round, pool)
+        server = ctx.server
+        pool, candidates, stats = offered_candidates(server, ctx.round)
         ctx.record("server", stats)
-        expanded = [e for e in pool for _ in range(self.cfg.round.paths_per_question)]
-        nll = per_token_nll(server.lm, offer.prompts, offer.paths, bs)
-        candidates = [Candidate(sid, prompt, e.answer, path, ok, float(x), e.domain)
-                      for sid, prompt, e, path, ok, x in zip(offer.sample_ids, offer.prompts, expanded, offer.paths,
-                                                             offer.correct, nll)]
         # A server that learned from the clients can write, for one public question, a path equal to a
         # client's private solution of another (on `standard`: a wrong path for a mul question that is the
         # worked solution of the private 24*3). Where the run audits, such a candidate is not offered.
