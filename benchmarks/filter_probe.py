@@ -32,7 +32,7 @@ from reward_probe import build  # noqa: E402  (the same server and clients as th
 
 from fedlada.compare import resolve_scenario  # noqa: E402
 from fedlada.config import load_config  # noqa: E402
-from fedlada.filter.eenet import EENetSelector  # noqa: E402
+from fedlada.filter.eenet import EENetSelector, pool_scale  # noqa: E402
 from fedlada.filter.features import NAMES  # noqa: E402
 from fedlada.lada.client import FILTER, on_candidates, on_references  # noqa: E402
 from fedlada.lada.messages import Candidate, Candidates, References  # noqa: E402
@@ -52,9 +52,8 @@ def offered(client, cands: list[Candidate]) -> list[Offered]:
 
 
 def standardize(x: np.ndarray) -> np.ndarray:
-    std = x.std(0)
-    std[std < 1e-8] = 1.0
-    return (x - x.mean(0)) / std
+    mean, std = pool_scale(x)
+    return (x - mean) / std
 
 
 def eenet_top(seed: int, alpha: float, x1: np.ndarray, rows1: np.ndarray, r1: np.ndarray, x2: np.ndarray,

@@ -124,6 +124,13 @@ def _kmeans_pick(x: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarr
     return np.array(indices), np.array(score)
 
 
+def pool_scale(pool: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature mean and std of a pool; a constant feature (e.g. "teacher path correct" on an
+    all-correct pool) keeps std 1."""
+    std = pool.std(0)
+    return pool.mean(0), np.where(std < 1e-8, 1.0, std)
+
+
 class EENetSelector:
     """`alpha` weighs exploration (EE-Net's w: the reference uses 0.1 early, 0.01 later); `hidden` is
     both nets' width; `lr` Adam's step size; `steps` Adam steps per update; `replay` the number of
@@ -163,11 +170,9 @@ class EENetSelector:
         self._awaiting_update = False
 
     def _fit_scaler(self, pool: np.ndarray) -> None:
-        """Mean and std of the offered pool, kept until the picks' update; a constant feature (e.g.
-        "teacher path correct" on an all-correct pool) keeps std 1."""
+        """The offered pool's scaling, kept until the picks' update."""
         if len(pool):
-            self._pool_mean, std = pool.mean(0), pool.std(0)
-            self._pool_std = np.where(std < 1e-8, 1.0, std)
+            self._pool_mean, self._pool_std = pool_scale(pool)
 
     def _standardize(self, x: np.ndarray) -> np.ndarray:
         return (x - self._pool_mean) / self._pool_std
