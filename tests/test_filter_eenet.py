@@ -90,6 +90,27 @@ def test_kmeans_warm_start_picks_distinct_samples_from_duplicates():
     assert len(set(s.indices.tolist())) == 5
 
 
+
+def test_lowest_nll_cold_start_takes_the_prior_then_explores_then_learns():
+    """Round 1: three quarters of b are the lowest learner NLLs (not k-means' diverse picks), the last
+    quarter explores the rest; once rewards are seen, the nets rank, not the NLL."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(40, 4))
+    nll = rng.uniform(0.5, 3.0, size=40)
+    sel = make_selector("eenet", 4, seed=0, alpha=0.1, cold_start="lowest_nll")
+    first = sel.select(x, 8, aux={"learner_nll": nll})
+    assert first.indices[:6].tolist() == np.argsort(nll)[:6].tolist()
+    np.testing.assert_allclose(first.score[:6], -np.sort(nll)[:6])
+    assert len(set(first.indices.tolist())) == 8 and not set(first.indices[6:]) & set(np.argsort(nll)[:6])
+    # reward the rows of highest NLL: the next round follows the reward, not the prior
+    sel.update(x[first.indices], np.zeros(8))
+    sel.select(x, 40, aux={"learner_nll": nll})
+    sel.update(x, (nll > 2.5).astype(float))
+    second = sel.select(x, 6, aux={"learner_nll": nll})
+    assert nll[second.indices].mean() > nll[first.indices[:6]].mean() + 1.0
+    with pytest.raises(ValueError, match="learner_nll"):
+        make_selector("eenet", 4, seed=0, alpha=0.1, cold_start="lowest_nll").select(x, 6)
+
 def bandit(kind, seed, rounds=50, pool=200, budget=10):
     """A fresh pool of 200 contexts in R^8 each round; the reward is a bump of a hidden projection,
     exp(-2 (a.x - 1)^2) plus noise, clipped to [0, 1]: nonlinear and non-monotone, so a linear scorer

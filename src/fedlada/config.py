@@ -174,6 +174,10 @@ class LadaConfig(_Strict):
         None, description="X+lada: add DARD to host X's own loss on LaDa's picks, or replace it; null = the host's "
         "default (distill: replace, its SFT is what DARD stands for; fedmkt, fedcollm: add)"
     )
+    cold_start: Literal["kmeans", "lowest_nll"] = Field(
+        "kmeans", description="eenet's first round, before any reward: kmeans = one pick per k-means cluster of the "
+        "features (diverse); lowest_nll = the paths the learner already finds most likely (the learnability prior)"
+    )
     alpha: float = Field(0.1, ge=0, description="exploration weight in f1 + alpha * f2")
     beta: float = Field(0.1, gt=0, description="DARD inverse temperature")
     lambda_: float = Field(1.0, ge=0, alias="lambda", description="weight of the SFT term on y+")

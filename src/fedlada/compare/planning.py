@@ -172,15 +172,15 @@ def _flat(d, prefix=""):
 def _config_difference(saved: RunConfig, wanted: RunConfig) -> Optional[str]:
     """The first differing key, or None. Keys that cannot change the run's results are left out: the
     runtime settings, the server's transfer rate where the method never trains the server, LaDa's
-    settings where the method has no LaDa, and LaDa's reward under a fixed selection rule (oracle,
-    random, loss, none: the reward is only logged)."""
+    settings where the method has no LaDa, and LaDa's reward and EE-Net's cold start under a fixed
+    selection rule (oracle, random, loss, none: the reward is only logged)."""
     exclude: dict = {"runtime": True}
     if not METHODS[wanted.method].server_learns:
         exclude["server"] = {"transfer_lr"}
     if not wanted.method.endswith("+lada"):
         exclude["lada"] = True
     elif wanted.lada.filter != "eenet" and saved.lada.filter == wanted.lada.filter:
-        exclude["lada"] = {"reward"}
+        exclude["lada"] = {"reward", "cold_start"}
     a = dict(_flat(saved.model_dump(mode="json", exclude=exclude)))
     b = dict(_flat(wanted.model_dump(mode="json", exclude=exclude)))
     for key in sorted(set(a) | set(b)):

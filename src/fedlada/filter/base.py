@@ -183,14 +183,15 @@ def make_selector(
     lr: float = 1e-2,
     steps: int = 50,
     replay: int = 4096,
+    cold_start: Literal["kmeans", "lowest_nll"] = "kmeans",
 ) -> Selector:
-    """The selector of an ablation config. `alpha`, `hidden`, `lr`, `steps` and `replay` only concern
+    """The selector of an ablation config. `alpha`, `hidden`, `lr`, `steps`, `replay` and `cold_start` only concern
     `eenet` (see `EENetSelector`); the baselines accept and ignore them so one call site serves all."""
     if kind == "eenet":
         from fedlada.filter.eenet import EENetSelector  # eenet imports this module
 
         return EENetSelector(
-            n_features, seed=seed, alpha=alpha, hidden=hidden, lr=lr, steps=steps, replay=replay
+            n_features, seed=seed, alpha=alpha, hidden=hidden, lr=lr, steps=steps, replay=replay, cold_start=cold_start
         )
     if kind == "random":
         return RandomSelector(n_features, seed=seed)

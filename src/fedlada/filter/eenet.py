@@ -11,8 +11,15 @@ fixed heuristic cannot be right for every pair; a neural contextual bandit learn
   estimating: the "potential gain" that UCB-style bonuses approximate with confidence widths.
 - Score `s = f1 + alpha * f2`, top b. EE-Net's +1 shift of the f2 target is dropped:
   it only moves f2's output by a constant and the ranking is unchanged.
-- Round 1 (no reward history): the untrained nets rank arbitrarily, so k-means on the standardized
-  features picks b diverse samples (the one nearest each centroid) to seed the history.
+- Round 1 (no reward history): the untrained nets rank arbitrarily, so a cold-start rule seeds the
+  history: `cold_start="kmeans"` picks b diverse samples (the one nearest each centroid of k-means on
+  the standardized features); `cold_start="lowest_nll"` takes three quarters of b as the paths the
+  learner already finds most likely (`aux["learner_nll"]`, the learnability prior: a small learner's NLL
+  of a teacher path is lowest on its own domain, and a first round spent on other domains costs it more
+  than the later rounds win back, docs/results.md) and the last quarter by k-means over the rest, so
+  that the replay also holds samples the prior ranks low. Without that quarter the nets never see a
+  reward outside the prior's choice and rank the unseen region arbitrarily: on `standard`, seed 0, the
+  round-2 own-domain share of two of three clients fell to 0.02-0.04 (benchmarks/filter_probe.py).
 
 Choices the paper leaves open, fixed here:
 
@@ -52,6 +59,7 @@ the pre-selection state cannot silently train on mis-scaled features.
 from __future__ import annotations
 
 import time
+from typing import Literal
 
 import numpy as np
 from sklearn.cluster import KMeans
@@ -124,6 +132,24 @@ def _kmeans_pick(x: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarr
     return np.array(indices), np.array(score)
 
 
+PRIOR_SHARE = 0.75  # of the cold start's picks, by the learnability prior; the rest explore (module docstring)
+
+
+def _lowest_nll_pick(x: np.ndarray, aux: dict | None, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """`PRIOR_SHARE` of k as the rows of lowest `aux["learner_nll"]` (score: minus the NLL), then the rest by
+    k-means over the rows left (score: the share of those rows each stands for)."""
+    if aux is None or "learner_nll" not in aux:
+        raise ValueError("eenet's cold start 'lowest_nll' needs aux['learner_nll']")
+    nll = np.asarray(aux["learner_nll"], dtype=np.float64)
+    if nll.shape != (len(x),):
+        raise ValueError(f"aux['learner_nll']: expected shape ({len(x)},), got {nll.shape}")
+    order = np.argsort(nll, kind="stable")
+    n_prior = round(PRIOR_SHARE * k)
+    prior, rest = order[:n_prior], order[n_prior:]
+    explore, share = _kmeans_pick(x[rest], k - n_prior, seed)
+    return np.concatenate([prior, rest[explore]]), np.concatenate([-nll[prior], share])
+
+
 def pool_scale(pool: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-feature mean and std of a pool; a constant feature (e.g. "teacher path correct" on an
     all-correct pool) keeps std 1."""
@@ -134,7 +160,8 @@ def pool_scale(pool: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 class EENetSelector:
     """`alpha` weighs exploration (EE-Net's w: the reference uses 0.1 early, 0.01 later); `hidden` is
     both nets' width; `lr` Adam's step size; `steps` Adam steps per update; `replay` the number of
-    most recent observations kept for training."""
+    most recent observations kept for training; `cold_start` the rule of the first `select`, before any
+    reward (module docstring)."""
 
     name = "eenet"
 
@@ -148,8 +175,9 @@ class EENetSelector:
         lr: float = 1e-2,
         steps: int = 50,
         replay: int = 4096,
+        cold_start: Literal["kmeans", "lowest_nll"] = "kmeans",
     ):
-        self.n_features, self.alpha = n_features, alpha
+        self.n_features, self.alpha, self.cold_start = n_features, alpha, cold_start
         self.lr, self.steps, self.replay = lr, steps, replay
         self._rng = np.random.default_rng(seed)
         self.f1 = MLP(n_features, hidden, self._rng)
@@ -207,7 +235,9 @@ class EENetSelector:
         with threadpool_limits(1):
             f1, g = self._f1_and_g(x)
             f2 = self.f2(g)
-            if len(self._r) == 0:
+            if len(self._r) == 0 and self.cold_start == "lowest_nll":
+                indices, score = _lowest_nll_pick(x, aux, k, int(self._rng.integers(2**31)))
+            elif len(self._r) == 0:
                 indices, score = _kmeans_pick(x, k, int(self._rng.integers(2**31)))
             else:
                 s = f1 + self.alpha * f2

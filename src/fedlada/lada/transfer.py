@@ -102,7 +102,7 @@ class Pending:
 def selector_for(cfg: RunConfig, state: dict | None, who: str, key: str):
     """The filter of one (pair, direction), restored from its saved state when there is one."""
     sel = make_selector(cfg.lada.filter, n_features(cfg.lada.embedding_dim), seed=derive_seed(cfg.seed, who, key),
-                        alpha=cfg.lada.alpha)
+                        alpha=cfg.lada.alpha, cold_start=cfg.lada.cold_start)
     if state:
         sel.load_state_dict(state)
     return sel
