@@ -15,9 +15,10 @@ fixed heuristic cannot be right for every pair; a neural contextual bandit learn
   history: `cold_start="kmeans"` picks b diverse samples (the one nearest each centroid of k-means on
   the standardized features); `cold_start="lowest_nll"` takes three quarters of b as the paths the
   learner already finds most likely (`aux["learner_nll"]`, the learnability prior: a small learner's NLL
-  of a teacher path is lowest on its own domain, and a first round spent on other domains costs it more
-  than the later rounds win back, docs/results.md) and the last quarter by k-means over the rest, so
-  that the replay also holds samples the prior ranks low. Without that quarter the nets never see a
+  of a teacher path is lowest on its own domain) and the last quarter by k-means over the rest, so
+  that the replay also holds samples the prior ranks low. The prior wins round 1 but ends lower on
+  `standard` in every seed (docs/results.md): the learner already solves about half of its picks, so
+  k-means is the default. Without that quarter the nets never see a
   reward outside the prior's choice and rank the unseen region arbitrarily: on `standard`, seed 0, the
   round-2 own-domain share of two of three clients fell to 0.02-0.04 (benchmarks/filter_probe.py).
 
