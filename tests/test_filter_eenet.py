@@ -90,7 +90,6 @@ def test_kmeans_warm_start_picks_distinct_samples_from_duplicates():
     assert len(set(s.indices.tolist())) == 5
 
 
-
 def test_lowest_nll_cold_start_takes_the_prior_then_explores_then_learns():
     """Round 1: three quarters of b are the lowest learner NLLs (not k-means' diverse picks), the last
     quarter explores the rest; once rewards are seen, the nets rank, not the NLL."""
@@ -110,6 +109,7 @@ def test_lowest_nll_cold_start_takes_the_prior_then_explores_then_learns():
     assert nll[second.indices].mean() > nll[first.indices[:6]].mean() + 1.0
     with pytest.raises(ValueError, match="learner_nll"):
         make_selector("eenet", 4, seed=0, alpha=0.1, cold_start="lowest_nll").select(x, 6)
+
 
 def bandit(kind, seed, rounds=50, pool=200, budget=10):
     """A fresh pool of 200 contexts in R^8 each round; the reward is a bump of a hidden projection,

@@ -56,6 +56,16 @@ def check_features(features: np.ndarray, n_features: int) -> np.ndarray:
     return x
 
 
+def learner_nll(aux: dict[str, np.ndarray] | None, n: int, who: str) -> np.ndarray:
+    """`aux["learner_nll"]` as float64, checked against the pool size; `who` names the rule that needs it."""
+    if aux is None or "learner_nll" not in aux:
+        raise ValueError(f"{who} needs aux['learner_nll']")
+    nll = np.asarray(aux["learner_nll"], dtype=np.float64)
+    if nll.shape != (n,):
+        raise ValueError(f"aux['learner_nll']: expected shape ({n},), got {nll.shape}")
+    return nll
+
+
 def _no_scores(k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     nan = np.full(k, np.nan)
     return nan, nan.copy(), nan.copy()
@@ -121,11 +131,7 @@ class LossSelector(_Stateless):
 
     def select(self, features, budget, *, aux=None):
         n = len(check_features(features, self.n_features))
-        if aux is None or "learner_nll" not in aux:
-            raise ValueError("the 'loss' selector needs aux['learner_nll']")
-        nll = np.asarray(aux["learner_nll"], dtype=np.float64)
-        if nll.shape != (n,):
-            raise ValueError(f"aux['learner_nll']: expected shape ({n},), got {nll.shape}")
+        nll = learner_nll(aux, n, "the 'loss' selector")
         k = max(0, min(budget, n))
         indices = np.argsort(-nll, kind="stable")[:k]
         _, f1, f2 = _no_scores(k)

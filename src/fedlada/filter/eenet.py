@@ -16,11 +16,11 @@ fixed heuristic cannot be right for every pair; a neural contextual bandit learn
   the standardized features); `cold_start="lowest_nll"` takes three quarters of b as the paths the
   learner already finds most likely (`aux["learner_nll"]`, the learnability prior: a small learner's NLL
   of a teacher path is lowest on its own domain) and the last quarter by k-means over the rest, so
-  that the replay also holds samples the prior ranks low. The prior wins round 1 but ends lower on
-  `standard` in every seed (docs/results.md): the learner already solves about half of its picks, so
-  k-means is the default. Without that quarter the nets never see a
+  that the replay also holds samples the prior ranks low (without that quarter the nets never see a
   reward outside the prior's choice and rank the unseen region arbitrarily: on `standard`, seed 0, the
-  round-2 own-domain share of two of three clients fell to 0.02-0.04 (benchmarks/filter_probe.py).
+  round-2 own-domain share of two of three clients fell to 0.02-0.04, benchmarks/filter_probe.py).
+  The prior wins round 1 but ends lower on `standard` in every seed (docs/results.md): the learner
+  already solves about half of its picks, so k-means is the default.
 
 Choices the paper leaves open, fixed here:
 
@@ -66,7 +66,7 @@ import numpy as np
 from sklearn.cluster import KMeans
 from threadpoolctl import threadpool_limits
 
-from fedlada.filter.base import Selection, check_features
+from fedlada.filter.base import Selection, check_features, learner_nll
 
 GRAD_DIM = 64
 BATCH = 128
@@ -139,11 +139,7 @@ PRIOR_SHARE = 0.75  # of the cold start's picks, by the learnability prior; the 
 def _lowest_nll_pick(x: np.ndarray, aux: dict | None, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """`PRIOR_SHARE` of k as the rows of lowest `aux["learner_nll"]` (score: minus the NLL), then the rest by
     k-means over the rows left (score: the share of those rows each stands for)."""
-    if aux is None or "learner_nll" not in aux:
-        raise ValueError("eenet's cold start 'lowest_nll' needs aux['learner_nll']")
-    nll = np.asarray(aux["learner_nll"], dtype=np.float64)
-    if nll.shape != (len(x),):
-        raise ValueError(f"aux['learner_nll']: expected shape ({len(x)},), got {nll.shape}")
+    nll = learner_nll(aux, len(x), "eenet's cold start 'lowest_nll'")
     order = np.argsort(nll, kind="stable")
     n_prior = round(PRIOR_SHARE * k)
     prior, rest = order[:n_prior], order[n_prior:]
@@ -236,10 +232,10 @@ class EENetSelector:
         with threadpool_limits(1):
             f1, g = self._f1_and_g(x)
             f2 = self.f2(g)
-            if len(self._r) == 0 and self.cold_start == "lowest_nll":
-                indices, score = _lowest_nll_pick(x, aux, k, int(self._rng.integers(2**31)))
-            elif len(self._r) == 0:
-                indices, score = _kmeans_pick(x, k, int(self._rng.integers(2**31)))
+            if len(self._r) == 0:
+                seed = int(self._rng.integers(2**31))
+                indices, score = (_lowest_nll_pick(x, aux, k, seed) if self.cold_start == "lowest_nll"
+                                  else _kmeans_pick(x, k, seed))
             else:
                 s = f1 + self.alpha * f2
                 indices = np.argsort(-s, kind="stable")[:k]
