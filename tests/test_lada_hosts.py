@@ -185,3 +185,22 @@ def test_fedmkt_lada_host_up_exchanged_teaches_the_server_on_every_exchanged_sam
         if isinstance(msg, Knowledge):
             assert set(picks[i]) <= set(msg.ask) and sorted(reply.sample_ids) == sorted(msg.ask)
             assert len(msg.ask) <= len(picks[i]) + 3  # the down picks plus at most up_budget up picks
+
+
+def test_fedmkt_lada_host_up_pool_teaches_the_server_on_every_candidate_but_asks_only_the_picks(
+        tiny_config_dict, tmp_path, monkeypatch):
+    from fedlada.hosts import fedmkt
+
+    calls = _spy(monkeypatch)
+    learned = []
+    real_learn = fedmkt.learn
+    monkeypatch.setattr(fedmkt, "learn", lambda learner, r, phase: learned.append((r, learner.name, phase.prompts))
+                        or real_learn(learner, r, phase))
+    cfg = config_from_dict(_lada_dict(dict(tiny_config_dict, method="fedmkt+lada", rounds=1), host_up="pool"))
+    Runner(cfg, tmp_path / "r").run()
+    offer = next(m for _, _, m, _ in calls if type(m).__name__ == "Candidates")
+    (_, _, server_prompts), = [x for x in learned if x[1] == "server"]
+    assert sorted(server_prompts) == sorted({c.prompt for c in offer.candidates})  # the whole pool, once each
+    for _, i, msg, reply in calls:
+        if isinstance(msg, Knowledge):
+            assert len(msg.ask) <= 3 and reply.sample_ids == msg.ask  # the clients still answer on F_k^up's picks only

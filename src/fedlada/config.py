@@ -165,10 +165,12 @@ class LadaConfig(_Strict):
         32, ge=0, description="the server trains on the up pairs only once it has this many; fewer are carried "
         "over to the next round"
     )
-    host_up: Literal["up_picks", "exchanged"] = Field(
-        "up_picks", description="what the host's own loss teaches the server on under X+lada: F_k^up's picks, or "
+    host_up: Literal["up_picks", "exchanged", "pool"] = Field(
+        "up_picks", description="what the host's own loss teaches the server on under X+lada: F_k^up's picks; "
         "every sample exchanged with client k (its down picks too: FedMKT's server then also fuses where its "
-        "own distribution wins, as FedMKT does on every candidate)"
+        "own distribution wins, as FedMKT does on every candidate); or F_k^up's picks and, with no client's "
+        "knowledge (its own distributions and the gold solution), every other candidate of the round, so "
+        "the server keeps the host's anchor on all public data while the clients answer only on the picks"
     )
     host_loss: Literal["add", "replace"] | None = Field(
         None, description="X+lada: add DARD to host X's own loss on LaDa's picks, or replace it; null = the host's "

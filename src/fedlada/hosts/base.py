@@ -103,11 +103,14 @@ class RoundContext:
 @dataclass
 class Exchange:
     """Which public samples each (server, client) pair exchanges in one round: `down[k]` the ids the
-    server teaches client k on, `up[k]` the ids client k teaches the server on (both in pool order)."""
+    server teaches client k on, `up[k]` the ids client k teaches the server on (both in pool order).
+    `server_also`: ids the host's loss teaches the server on with no client's knowledge (its own
+    distributions and the gold solution), beside the `up` ones."""
 
     pool: list[Example]
     down: dict[int, list[str]]
     up: dict[int, list[str]]
+    server_also: list[str] = field(default_factory=list)
 
     @classmethod
     def everything(cls, pool: list[Example], clients: list[int], up: bool) -> Exchange:
@@ -124,6 +127,10 @@ class Exchange:
         """The pool's samples exchanged in any of `directions` ("down", "up") with any client, in pool order."""
         sides = [self.down if d == "down" else self.up for d in directions]
         return self.examples({sid for side in sides for ids in side.values() for sid in ids})
+
+    def server_samples(self) -> list[Example]:
+        """What the host's loss teaches the server on: the `up` samples and `server_also`, in pool order."""
+        return self.examples({*self.server_also, *(e.id for e in self.union("up"))})
 
 
 class Host:

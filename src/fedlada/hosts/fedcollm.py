@@ -119,7 +119,7 @@ class FedCoLLM(Host):
         server, co, bs = ctx.server, self.cfg.fedcollm, self.cfg.runtime.eval_batch_size
         aggregate = Aggregate(self.slm, "aggregate", self.cfg, self.cfg.clients[0], ctx.ui)  # a client model
         pending = []
-        for learner, teacher, samples in ((server, self.slm, exchange.union("up")),
+        for learner, teacher, samples in ((server, self.slm, exchange.server_samples()),
                                           (aggregate, server.lm, exchange.union("down"))):
             prompts, solutions = [e.prompt for e in samples], [e.solution for e in samples]
             if not samples:

@@ -197,7 +197,7 @@ class FedMKT(Host):
         """Server knowledge on each pair's samples, the clients' on theirs back; the server fuses, per
         sample it asked for, its own distribution with those of the clients that sent one."""
         server, mkt, bs = ctx.server, self.cfg.fedmkt, self.cfg.runtime.eval_batch_size
-        samples = exchange.union("down", "up")
+        samples = exchange.examples({e.id for e in [*exchange.union("down", "up"), *exchange.server_samples()]})
         ids = [e.id for e in samples]
         msg, own, own_ce = knowledge(server.lm, ctx.round, [e.prompt for e in samples], [e.solution for e in samples],
                                      mkt.top_k, bs)
@@ -214,10 +214,11 @@ class FedMKT(Host):
             for sid, dist, ce in zip(reply.sample_ids, receive(reply, server.lm, reply_solutions(reply, msg),
                                                                server.cache_dir), reply.arrays["ce"]):
                 sent.setdefault(sid, []).append((dist, ce))
-        rows = [i for i, sid in enumerate(ids) if sid in sent]
+        also = set(exchange.server_also)  # where no client answers, the server's own distribution is the target
+        rows = [i for i, sid in enumerate(ids) if sid in sent or sid in also]
         if not rows:
             return
-        targets, foreign = fuse([[(own[i], own_ce[i]), *sent[ids[i]]] for i in rows], mkt.strategy)
+        targets, foreign = fuse([[(own[i], own_ce[i]), *sent.get(ids[i], [])] for i in rows], mkt.strategy)
         stats = learn(server, ctx.round, KDPhase("fedmkt", [msg.prompts[i] for i in rows], [msg.solutions[i] for i in rows],
                                                  targets, mkt.lm_weight, 1 - mkt.lm_weight))
         ctx.record("server", {**stats, "fedmkt/teacher_chosen": foreign})

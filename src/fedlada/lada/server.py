@@ -124,6 +124,8 @@ class Lada:
                 if self.cfg.lada.host_up == "exchanged":  # the host's loss on the server: every sample of the pair
                     both = set(ex.down[i]) | set(ex.up.get(i, []))
                     ex.up[i] = [e.id for e in ex.examples(both)]
+        if self.up and self.cfg.lada.host_up == "pool":  # the host's anchor on every candidate, nobody answering
+            ex.server_also = [e.id for e in pool]
         return ex
 
     def transfer(self, ctx: RoundContext, ex: LadaExchange) -> None:
