@@ -8,10 +8,12 @@ uninterrupted run (every random choice is seeded from config seed, round and par
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import yaml
@@ -20,7 +22,7 @@ import torch
 from transformers.utils import logging as hf_logging
 
 from fedlada.config import ConfigError, RunConfig, config_from_dict, default_cache_dir, dump_config
-from fedlada.errors import CheckpointError, config_difference
+from fedlada.errors import CheckpointError, FedladaError, config_difference
 from fedlada.federation.audit import auditor_for
 from fedlada.federation.channel import Channel
 from fedlada.federation.fit import checked_data
@@ -36,6 +38,7 @@ METRICS = "metrics.jsonl"
 SELECTIONS = "selections.jsonl"
 SPLITS = ("local_test", "global_test")
 CHECKPOINTS = "checkpoints"
+LOCK = ".lock"
 
 
 def metric_rows(round_: int, participant: str, role: str, values: dict[str, float], sent: int, received: int) -> list[dict]:
@@ -60,6 +63,25 @@ def _append_jsonl(path: Path, rows: list[dict]) -> None:
     if rows:
         with open(path, "a") as f:
             f.writelines(json.dumps(r) + "\n" for r in rows)
+
+
+@contextmanager
+def run_lock(out: Path):
+    """Hold `out` for this process while it runs: a second run (or `--resume`) on the same directory would
+    interleave its rounds with ours in metrics.jsonl and the checkpoints. The operating system releases
+    the lock when the process ends, however it ends, so a killed run never leaves the directory locked."""
+    with open(out / LOCK, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "unknown"
+            raise FedladaError(f"{out} is in use by another run (pid {holder}); wait for it to end, or give this "
+                               "run another --out") from None
+        f.truncate(0)
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        yield
 
 
 class Runner:
@@ -221,6 +243,10 @@ class Runner:
     def run(self, resume: bool = False, on_round=None) -> list[dict]:
         """Run (or continue) all rounds; `on_round(round, rows)` is called after each."""
         self.out.mkdir(parents=True, exist_ok=True)
+        with run_lock(self.out):
+            return self._run(resume, on_round)
+
+    def _run(self, resume: bool, on_round) -> list[dict]:
         done = self._restore() if resume else -1  # checks the saved config before it is overwritten
         (self.out / "config.yaml").write_text(dump_config(self.cfg))
         if done < 0:
