@@ -58,7 +58,7 @@ def test_too_few_up_pairs_are_carried_over_and_survive_resume(tiny_config_dict, 
     trained = []
     monkeypatch.setattr(lada_server, "learn", lambda learner, pairs, refs, local, r, label: trained.append((pairs, refs)) or {})
     monkeypatch.setattr(lada_server, "own_data_pairs", lambda *a: [])
-    monkeypatch.setattr(Lada, "_up_rewards", lambda self, server, pending: np.ones(len(pending.picks)))
+    monkeypatch.setattr(Lada, "_up_rewards", lambda self, ctx, server, pending, *_: np.ones(len(pending.picks)))
 
     lada = Lada(cfg, up=True)
     ex, ctx, recorded = _up_round(cfg, 1, ["p", "q"])
@@ -204,3 +204,47 @@ def test_fedmkt_lada_host_up_pool_teaches_the_server_on_every_candidate_but_asks
     for _, i, msg, reply in calls:
         if isinstance(msg, Knowledge):
             assert len(msg.ask) <= 3 and reply.sample_ids == msg.ask  # the clients still answer on F_k^up's picks only
+
+
+def test_up_heldout_reward_credits_each_pick_along_the_servers_loss_on_the_clients_unpicked_novel_questions(
+        tiny_config_dict, tmp_path):
+    """`lada.up_reward=heldout`: the slice is the novel questions F_k^up left out (gold solutions), the reward
+    each pick's gradient cosine with the server's loss on it (by hand), and the slice survives resume."""
+    import torch
+
+    from fedlada.config import ModelConfig
+    from fedlada.data.types import Example
+    from fedlada.lada.transfer import Offered
+    from fedlada.models import load_model
+
+    cfg = config_from_dict(dict(tiny_config_dict, method="fedmkt+lada", lada={"up_reward": "heldout"}))
+    lada = Lada(cfg, up=True)
+    pool = [Example("a", "12+34=", "2+4+0=06|1+3+0=04|#### 46", "46", "add"),
+            Example("b", "11+11=", "1+1+0=02|1+1+0=02|#### 22", "22", "add"),
+            Example("c", "5*7=", "5*7+0=35|#### 35", "35", "mul")]
+    ex = LadaExchange(pool, {}, {})
+    offered = [Offered(e.id, e.prompt, e.answer, e.solution, True, 0.5, True, True) for e in pool]
+    lada._keep_heldout(SimpleNamespace(round=1), ex, "client-0", offered, picked={"a"})
+    assert [e.id for e in lada.state.heldout["client-0"]] == ["b", "c"]  # the unpicked novel ones, with gold solutions
+
+    lm = load_model(ModelConfig(name="tiny-llama-xs"), device="cpu", seed=3)
+    picks = [Pick(sid, prompt, path, True, "wrong", False, True, [0.0], 0.0, 0.0, 0.0, 1.0, "0")
+             for sid, prompt, path in (("a", "12+34=", pool[0].solution), ("d", "9-1=", "9-1-0=8|#### 8"))]
+    carried = [lada_server.CarriedPick("client-0", p, (-1.0, 3, -2.0, 3)) for p in picks]
+    probes = lada._heldout_probes(SimpleNamespace(lm=lm), carried, {"client-0": [0, 1]})
+    direction = lm.loss_gradient(["11+11=", "5*7="], [pool[1].solution, pool[2].solution])
+    _, _, probe = probes["client-0"]
+    for j, p in enumerate(picks):
+        g = lm.loss_gradient([p.prompt], [p.path])
+        assert probe.cosines[j] == pytest.approx(float(torch.nn.functional.cosine_similarity(g, direction, dim=0)),
+                                                 abs=1e-5)
+    recorded = {}
+    ctx = SimpleNamespace(record=lambda who, values: recorded.update(values))
+    reward = lada._up_rewards(ctx, SimpleNamespace(lm=lm), Pending(1, picks), {"client-0": [0, 1]}, probes)
+    assert reward.tolist() == pytest.approx(probe.cosines.tolist())
+    assert recorded["lada/up_heldout_nll_before/client-0"] == pytest.approx(recorded["lada/up_heldout_nll_after/client-0"])
+
+    lada.save_state(tmp_path / "state")
+    resumed = Lada(cfg, up=True)
+    resumed.load_state(tmp_path / "state")
+    assert resumed.state.heldout == lada.state.heldout

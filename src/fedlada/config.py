@@ -157,8 +157,11 @@ class LadaConfig(_Strict):
     ref: Literal["teacher", "self", "none"] = "teacher"
     budget: int = Field(200, gt=0, description="b: samples each client learns from per round (down)")
     up_budget: int = Field(100, gt=0, description="b': samples the server learns from per client (up)")
-    up_reward: Literal["solved", "nll_drop"] = Field(
+    up_reward: Literal["solved", "heldout", "nll_drop"] = Field(
         "solved", description="up direction: solved = the server now answers the picked question it got wrong; "
+        "heldout = each pick's gradient cosine with the server's loss on the gold solutions of the client's other "
+        "novel questions (those the client solved and the server did not, left unpicked): what the pick does "
+        "for the server on the client's domain as the server can see it, beyond the question itself; "
         "nll_drop = relative NLL drop on the client's path (ablation)"
     )
     up_min_pairs: int = Field(

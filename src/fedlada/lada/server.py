@@ -23,12 +23,14 @@ Client-side filter state lives with each client; the server keeps its up filters
 
 from __future__ import annotations
 
+import random
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
 from fedlada.config import RunConfig
 from fedlada.data.answers import is_correct
+from fedlada.data.types import Example
 from fedlada.federation.state import load_tree, save_tree
 from fedlada.filter.reward import solved_reward
 from fedlada.hosts.base import Exchange, Host, RoundContext
@@ -40,6 +42,7 @@ from fedlada.lada.transfer import (
     Pick,
     RewardProbe,
     choose,
+    reward_probe,
     learn,
     own_data_pairs,
     per_token_nll,
@@ -47,6 +50,9 @@ from fedlada.lada.transfer import (
     selector_for,
     update,
 )
+from fedlada.seeding import derive_seed
+
+UP_HELDOUT = 64  # at most this many of a client's unpicked novel questions form the up reward's held-out slice
 
 
 @dataclass
@@ -67,11 +73,24 @@ class CarriedPick:
 
 @dataclass
 class UpState:
-    """The server's side of LaDa across rounds: its filters F_k^up (a saved state per client name) and
-    the up picks carried over to the next round."""
+    """The server's side of LaDa across rounds: its filters F_k^up (a saved state per client name), the up
+    picks carried over to the next round, and (`lada.up_reward=heldout`) each client's latest held-out
+    slice: public questions with gold solutions that the client solved and the server did not."""
 
     filters: dict[str, dict] = field(default_factory=dict)
     carried: list[CarriedPick] = field(default_factory=list)
+    heldout: dict[str, list[Example]] = field(default_factory=dict)
+
+
+@dataclass
+class UpLearner:
+    """The server as the up reward sees it, one client at a time: its model, with that client's held-out
+    slice as its own held-out data (what `transfer.reward_probe` and `rewards` read)."""
+
+    lm: object
+    name: str
+    cfg: RunConfig
+    heldout: list[Example]
 
 
 @dataclass
@@ -161,10 +180,22 @@ class Lada:
         self.state.filters[name] = selector.state_dict()
         ex.up_picks[k] = pending
         ex.up[k] = [p.sample_id for p in pending.picks]
+        if cfg.lada.up_reward == "heldout":
+            self._keep_heldout(ctx, ex, name, offered, set(ex.up[k]))
         by_id = {u.sample_id: u for u in offers}
         for sid in ex.up[k]:
             u = by_id[sid]
             ex.up_references[k, sid] = (u.own_logp, u.own_tokens, u.other_logp, u.other_tokens)
+
+    def _keep_heldout(self, ctx: RoundContext, ex: LadaExchange, name: str, offered: list[Offered],
+                      picked: set[str]) -> None:
+        """Client `name`'s novel questions that F_k^up left out, with their public gold solutions, become
+        its held-out slice (a client with none this round keeps its last one)."""
+        gold = {e.id: e for e in ex.pool}
+        rest = sorted({o.sample_id for o in offered if o.sample_id not in picked})
+        if rest:
+            rng = random.Random(derive_seed(self.cfg.seed, name, "up-heldout", ctx.round))
+            self.state.heldout[name] = [gold[sid] for sid in sorted(rng.sample(rest, min(UP_HELDOUT, len(rest))))]
 
     def _learn_up(self, ctx: RoundContext, ex: LadaExchange) -> None:
         """The server learns all up pairs of the round (and those carried over) in one phase, once there are
@@ -182,12 +213,13 @@ class Lada:
         pending = Pending(ctx.round, [c.pick for c in carried])
         pairs, refs = pending.pairs(), [c.reference for c in carried]
         local = own_data_pairs(server, len(pairs), ctx.round) if cfg.lada.loss == "dard" else []
-        stats = learn(server, pairs, refs, local, ctx.round, "server")
-        reward = self._up_rewards(server, pending)
-        rewards_by_client: dict[str, list[int]] = {}
+        rows_by_client: dict[str, list[int]] = {}
         for j, c in enumerate(carried):
-            rewards_by_client.setdefault(c.client, []).append(j)
-        for name, rows in rewards_by_client.items():
+            rows_by_client.setdefault(c.client, []).append(j)
+        probes = self._heldout_probes(server, carried, rows_by_client) if cfg.lada.up_reward == "heldout" else {}
+        stats = learn(server, pairs, refs, local, ctx.round, "server")
+        reward = self._up_rewards(ctx, server, pending, rows_by_client, probes)
+        for name, rows in rows_by_client.items():
             k = next(i for i, c in enumerate(ctx.channel.clients) if c.name == name)
             saved = self.state.filters.get(name)
             if saved is not None and saved.get("awaiting_update", True):  # else F_k^up chose nothing to update
@@ -200,9 +232,28 @@ class Lada:
         ctx.record("server", {**stats, "lada/reward_up": float(np.mean(reward)), "lada/up_pairs": float(len(pairs)),
                               "lada/up_carried": 0.0})
 
-    def _up_rewards(self, server, pending: Pending) -> np.ndarray:
+    def _heldout_probes(self, server, carried: list[CarriedPick], rows_by_client: dict[str, list[int]]
+                        ) -> dict[str, tuple[UpLearner, Pending, RewardProbe]]:
+        """Before the server learns: per client with a held-out slice, its picks' gradient cosines with the
+        server's loss on that slice."""
+        probes = {}
+        for name, rows in rows_by_client.items():
+            if self.state.heldout.get(name):
+                view = UpLearner(server.lm, f"server-up-{name}", self.cfg, self.state.heldout[name])
+                picks = Pending(0, [carried[j].pick for j in rows])
+                probes[name] = (view, picks, reward_probe("heldout", view, picks))
+        return probes
+
+    def _up_rewards(self, ctx: RoundContext, server, pending: Pending, rows_by_client: dict[str, list[int]],
+                    probes: dict[str, tuple[UpLearner, Pending, RewardProbe]]) -> np.ndarray:
         if self.cfg.lada.up_reward == "nll_drop":
             return rewards(RewardProbe("nll_drop"), server, pending)[0]
+        if self.cfg.lada.up_reward == "heldout":  # a client with no slice yet teaches its filter nothing (0)
+            reward = np.zeros(len(pending.picks))
+            for name, (view, picks, probe) in probes.items():
+                reward[rows_by_client[name]], logged = rewards(probe, view, picks)
+                ctx.record("server", {f"{k.replace('lada/', 'lada/up_')}/{name}": v for k, v in logged.items()})
+            return reward
         picks = pending.picks
         paths = server.lm.generate([p.prompt for p in picks], self.cfg.round.max_new_tokens,
                                    batch_size=self.cfg.runtime.eval_batch_size)
@@ -224,11 +275,13 @@ class Lada:
             })
 
     def save_state(self, path) -> None:
-        save_tree(path, {"up_filters": self.state.filters, "up_carried": [c.to_tree() for c in self.state.carried]})
+        save_tree(path, {"up_filters": self.state.filters, "up_carried": [c.to_tree() for c in self.state.carried],
+                         "up_heldout": {k: [asdict(e) for e in v] for k, v in self.state.heldout.items()}})
 
     def load_state(self, path) -> None:
         tree = load_tree(path) or {}
-        self.state = UpState(tree.get("up_filters", {}), [CarriedPick.from_tree(c) for c in tree.get("up_carried", [])])
+        self.state = UpState(tree.get("up_filters", {}), [CarriedPick.from_tree(c) for c in tree.get("up_carried", [])],
+                             {k: [Example(**e) for e in v] for k, v in tree.get("up_heldout", {}).items()})
 
 
 def up_offered(offers: list[UpOffer], candidates: dict[str, Candidate]) -> list[Offered]:
