@@ -36,7 +36,7 @@ from fedlada.filter.eenet import EENetSelector, pool_scale  # noqa: E402
 from fedlada.filter.features import NAMES  # noqa: E402
 from fedlada.lada.client import FILTER, on_candidates, on_references  # noqa: E402
 from fedlada.lada.messages import Candidate, Candidates, References  # noqa: E402
-from fedlada.lada.server import Lada, offered_candidates  # noqa: E402
+from fedlada.lada.server import offered_candidates, teacher_references  # noqa: E402
 from fedlada.lada.transfer import Offered, features, selector_for  # noqa: E402
 from fedlada.report import markdown_table  # noqa: E402
 from fedlada.seeding import derive_seed  # noqa: E402
@@ -79,12 +79,12 @@ def _auc(pos: np.ndarray, neg: np.ndarray) -> float:
     return float(np.mean((pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])))
 
 
-def probe_client(client, lada: Lada, server, cands1: list[Candidate], cands2: list[Candidate]) -> tuple[list, dict]:
+def probe_client(client, server, cands1: list[Candidate], cands2: list[Candidate]) -> tuple[list, dict]:
     cfg, budget = client.cfg, client.cfg.lada.budget
     off1 = offered(client, cands1)
     phi1 = features(client, off1)  # what `choose` computes inside on_candidates, on the same model
     reply = on_candidates(client, Candidates(1, cands1, False))
-    report = on_references(client, References(1, lada._references(server, reply.needs_reference)))
+    report = on_references(client, References(1, teacher_references(server, reply.needs_reference)))
     row_of = {o.sample_id: i for i, o in enumerate(off1)}
     rows1 = np.array([row_of[p.sample_id] for p in report.picks])
     r1 = np.array([p.reward for p in report.picks])
@@ -125,14 +125,13 @@ def main() -> None:
     sets = ["method=distill+lada", f"seed={args.seed}", *args.sets]
     cfg = load_config(resolve_scenario(args.config), sets)
     server, clients = build(cfg)
-    lada = Lada(cfg, up=False)
     cands1, cands2 = offered_candidates(server, 1)[1], offered_candidates(server, 2)[1]
     lines = [f"# Filter probe: {args.config}, seed {args.seed}", "",
              "`python benchmarks/filter_probe.py " + shlex.join([args.config, "--seed", str(args.seed),
                                                                   *(f"--set={s}" for s in args.sets)]) + "`", ""]
     for client in clients:
         start = time.perf_counter()
-        rows, summary = probe_client(client, lada, server, cands1, cands2)
+        rows, summary = probe_client(client, server, cands1, cands2)
         log(f"{client.name}: {time.perf_counter() - start:.0f}s")
         lines += [f"## {client.name} ({', '.join(client.domains)})", "",
                   "; ".join(f"{k} {v:.2f}" for k, v in summary.items()), "",

@@ -137,7 +137,7 @@ class Lada:
         ex = LadaExchange(pool, {}, {}, candidates={c.sample_id: c for c in candidates})
         for i, pair_offer in ctx.call_active(lambda i: Candidates(ctx.round, candidates, self.up)).items():
             ex.down[i] = pair_offer.picks
-            ex.references[i] = self._references(server, pair_offer.needs_reference)
+            ex.references[i] = teacher_references(server, pair_offer.needs_reference)
             if self.up:
                 self._choose_up(ctx, ex, i, pair_offer.up)
                 if self.cfg.lada.host_up == "exchanged":  # the host's loss on the server: every sample of the pair
@@ -155,17 +155,6 @@ class Lada:
                 self._log(ctx, ctx.channel.clients[i].name, "down", report.picks, ex.candidates)
         if self.up:
             self._learn_up(ctx, ex)
-
-    def _references(self, server, requests: list[RefRequest]) -> list[Reference]:
-        """The teacher's log-probs of each pair, with its own model and tokenizer (the DARD reference)."""
-        if not requests:
-            return []
-        bs, prompts = self.cfg.runtime.eval_batch_size, [r.prompt for r in requests]
-        given = [r.given for r in requests]
-        c_lp, c_n = server.lm.sequence_logprobs(prompts, [r.chosen for r in requests], batch_size=bs, given=given)
-        r_lp, r_n = server.lm.sequence_logprobs(prompts, [r.rejected for r in requests], batch_size=bs, given=given)
-        return [Reference(r.sample_id, float(a), int(b), float(c), int(d))
-                for r, a, b, c, d in zip(requests, c_lp.cpu(), c_n.cpu(), r_lp.cpu(), r_n.cpu())]
 
     def _choose_up(self, ctx: RoundContext, ex: LadaExchange, k: int, offers: list[UpOffer]) -> None:
         """F_k^up picks among client k's paths on questions the server got wrong; the pair is the client's
@@ -282,6 +271,18 @@ class Lada:
         tree = load_tree(path) or {}
         self.state = UpState(tree.get("up_filters", {}), [CarriedPick.from_tree(c) for c in tree.get("up_carried", [])],
                              {k: [Example(**e) for e in v] for k, v in tree.get("up_heldout", {}).items()})
+
+
+def teacher_references(server, requests: list[RefRequest]) -> list[Reference]:
+    """The teacher's log-probs of each pair, with its own model and tokenizer (the DARD reference)."""
+    if not requests:
+        return []
+    bs, prompts = server.cfg.runtime.eval_batch_size, [r.prompt for r in requests]
+    given = [r.given for r in requests]
+    c_lp, c_n = server.lm.sequence_logprobs(prompts, [r.chosen for r in requests], batch_size=bs, given=given)
+    r_lp, r_n = server.lm.sequence_logprobs(prompts, [r.rejected for r in requests], batch_size=bs, given=given)
+    return [Reference(r.sample_id, float(a), int(b), float(c), int(d))
+            for r, a, b, c, d in zip(requests, c_lp.cpu(), c_n.cpu(), r_lp.cpu(), r_n.cpu())]
 
 
 def up_offered(offers: list[UpOffer], candidates: dict[str, Candidate]) -> list[Offered]:
