@@ -248,3 +248,28 @@ def test_up_heldout_reward_credits_each_pick_along_the_servers_loss_on_the_clien
     resumed = Lada(cfg, up=True)
     resumed.load_state(tmp_path / "state")
     assert resumed.state.heldout == lada.state.heldout
+
+
+def test_up_loss_none_leaves_the_server_to_the_hosts_loss_and_still_rewards_the_up_filter(tiny_config_dict, monkeypatch):
+    cfg = config_from_dict(dict(tiny_config_dict, method="fedmkt+lada", lada={"up_loss": "none", "up_min_pairs": 3}))
+    trained = []
+    monkeypatch.setattr(lada_server, "learn", lambda *a: trained.append(a) or {})
+    monkeypatch.setattr(Lada, "_up_rewards", lambda self, ctx, server, pending, *_: np.ones(len(pending.picks)))
+    lada = Lada(cfg, up=True)
+    ex, ctx, recorded = _up_round(cfg, 1, ["p", "q"])
+    lada._learn_up(ctx, ex)
+    assert trained == [] and lada.state.carried == []  # no LaDa phase for the server, nothing waits for one
+    assert [(s["sample_id"], s["reward"]) for s in ctx.selections] == [("p", 1.0), ("q", 1.0)]  # F_k^up still learns
+
+
+@pytest.mark.parametrize("method, lada, why", [
+    ("standalone+lada", {"up_loss": "none"}, "nothing would teach the server"),
+    ("fedmkt+lada", {"up_loss": "none", "host_loss": "replace"}, "nothing would teach the server"),
+    ("fedmkt+lada", {"up_loss": "none", "up_reward": "heldout"}, "held-out probe needs the server before it learns"),
+])
+def test_up_loss_none_is_refused_where_it_cannot_work(tiny_config_dict, method, lada, why):
+    from fedlada.config import ConfigError
+    from fedlada.methods import build_host
+
+    with pytest.raises((ValueError, ConfigError), match=why):
+        build_host(config_from_dict(dict(tiny_config_dict, method=method, lada=lada)))

@@ -175,6 +175,12 @@ class LadaConfig(_Strict):
         "knowledge (its own distributions and the gold solution), every other candidate of the round, so "
         "the server keeps the host's anchor on all public data while the clients answer only on the picks"
     )
+    up_loss: Literal["lada", "none"] = Field(
+        "lada", description="up direction: lada = after the host's own loss, the server trains lada.loss (DARD, or "
+        "SFT) on the up pairs; none = the server learns from F_k^up's picks only through the host's own loss "
+        "(FedMKT's KD with the clients' distributions, FedCoLLM's distillation), which needs a host that trains "
+        "the server and lada.host_loss=add"
+    )
     host_loss: Literal["add", "replace"] | None = Field(
         None, description="X+lada: add DARD to host X's own loss on LaDa's picks, or replace it; null = the host's "
         "default (distill: replace, its SFT is what DARD stands for; fedmkt, fedcollm: add)"

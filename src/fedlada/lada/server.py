@@ -15,7 +15,8 @@
     for each client k:
         References  ->       client: DARD update, reward r_k, F_k^down update (`learn`, `rewards`)
     up                       the server's DARD on the up pairs (client right, server wrong), once it has
-                             `lada.up_min_pairs` of them; reward: the question now solved
+                             `lada.up_min_pairs` of them (`lada.up_loss=none`: only the host's loss above
+                             teaches it); reward: the question now solved
   evaluate                 (the runner)
 
 Client-side filter state lives with each client; the server keeps its up filters (`UpFilters`).
@@ -194,19 +195,20 @@ class Lada:
         for k, pending in ex.up_picks.items():
             name = ctx.channel.clients[k].name
             carried += [CarriedPick(name, p, ex.up_references[k, p.sample_id]) for p in pending.picks]
-        if len(carried) < cfg.lada.up_min_pairs:
+        host_only = cfg.lada.up_loss == "none"  # the host's loss has taught the server on the picks already
+        if not host_only and len(carried) < cfg.lada.up_min_pairs:
             self.state.carried = carried
             ctx.record("server", {"lada/up_carried": float(len(carried))})
             return
         self.state.carried = []
         pending = Pending(ctx.round, [c.pick for c in carried])
         pairs, refs = pending.pairs(), [c.reference for c in carried]
-        local = own_data_pairs(server, len(pairs), ctx.round) if cfg.lada.loss == "dard" else []
+        local = own_data_pairs(server, len(pairs), ctx.round) if cfg.lada.loss == "dard" and not host_only else []
         rows_by_client: dict[str, list[int]] = {}
         for j, c in enumerate(carried):
             rows_by_client.setdefault(c.client, []).append(j)
         probes = self._heldout_probes(server, carried, rows_by_client) if cfg.lada.up_reward == "heldout" else {}
-        stats = learn(server, pairs, refs, local, ctx.round, "server")
+        stats = {} if host_only else learn(server, pairs, refs, local, ctx.round, "server")
         reward = self._up_rewards(ctx, server, pending, rows_by_client, probes)
         for name, rows in rows_by_client.items():
             k = next(i for i, c in enumerate(ctx.channel.clients) if c.name == name)
@@ -303,6 +305,18 @@ def with_lada(host_cls: type[Host]) -> type[Host]:
         name = f"{host_cls.name}+lada"
         messages = (*host_cls.messages, *MESSAGES)
         client_handlers = {**host_cls.client_handlers, **HANDLERS}
+
+        @classmethod
+        def check_config(cls, cfg: RunConfig) -> None:
+            super().check_config(cfg)
+            lada = cfg.lada
+            if host_cls.server_learns and lada.up_loss == "none":
+                if host_cls.transfer is Host.transfer or (lada.host_loss or host_cls.lada_host_loss) != "add":
+                    raise ValueError(f"lada.up_loss=none: nothing would teach the server under {cls.name} (its host "
+                                     "has no loss of its own on the picks, or lada.host_loss=replace drops it)")
+                if lada.up_reward == "heldout":
+                    raise ValueError("lada.up_reward=heldout with lada.up_loss=none: the held-out probe needs the "
+                                     "server before it learns, and the host's loss has moved it by then")
 
         def __init__(self, cfg: RunConfig):
             super().__init__(cfg)
