@@ -120,7 +120,8 @@ def test_fedmkt_lada_sends_fedmkt_knowledge_on_exactly_the_picks(tiny_config_dic
     assert any(not np.array_equal(weights[0][k], weights[1][k]) for k in weights[0])  # another round than LaDa alone
 
 
-def test_fedcollm_lada_averages_then_distils_on_the_picks_only(tiny_config_dict, tmp_path, monkeypatch):
+@pytest.mark.parametrize("host_up", ["up_picks", "pool"])
+def test_fedcollm_lada_averages_then_distils_on_the_picks_only(tiny_config_dict, tmp_path, monkeypatch, host_up):
     from fedlada.hosts import fedcollm
 
     calls = _spy(monkeypatch)
@@ -134,14 +135,17 @@ def test_fedcollm_lada_averages_then_distils_on_the_picks_only(tiny_config_dict,
     monkeypatch.setattr(fedcollm, "learn", learn)
     d = dict(tiny_config_dict, method="fedcollm+lada")
     d["clients"] = [{"model": {"name": "tiny-llama-xs", "init_group": "slm"}, "base": d["clients"][0]["base"]}] * 2
-    rows = Runner(config_from_dict(_lada_dict(d)), tmp_path / "co").run()
+    rows = Runner(config_from_dict(_lada_dict(d, host_up=host_up)), tmp_path / "co").run()
     for t in (1, 2):
         down = {sid for r, i, _, reply in calls if r == t and isinstance(reply, PairOffer) for sid in reply.picks}
         offers = [m for r, _, m, _ in calls if r == t and type(m).__name__ == "Candidates"]
         prompt_of = {c.sample_id: c.prompt for c in offers[0].candidates}
         by_learner = {name: prompts for r, name, prompts in learned if r == t}
         assert sorted(by_learner["aggregate"]) == sorted(prompt_of[sid] for sid in down)  # LLM -> aggregate on the picks
-        assert len(by_learner.get("server", [])) <= 2 * 3  # aggregate -> LLM on the up picks of both clients
+        if host_up == "up_picks":  # aggregate -> LLM on the up picks of both clients
+            assert len(by_learner.get("server", [])) <= 2 * 3
+        else:  # aggregate -> LLM on every candidate, as under fedcollm
+            assert sorted(by_learner["server"]) == sorted({c.prompt for c in offers[0].candidates})
     last = {(r["participant"], r["split"]): r for r in rows if r["round"] == 2}
     assert last["server", "global_test"]["fedcollm/averaged"] == 2  # FedAvg of both clients came first
 
@@ -255,7 +259,7 @@ def test_up_loss_none_leaves_the_server_to_the_hosts_loss_and_still_rewards_the_
     trained = []
     monkeypatch.setattr(lada_server, "learn", lambda *a: trained.append(a) or {})
     monkeypatch.setattr(Lada, "_up_rewards", lambda self, ctx, server, pending, *_: np.ones(len(pending.picks)))
-    lada = Lada(cfg, up=True)
+    lada = Lada(cfg, up=True, up_loss="none")
     ex, ctx, recorded = _up_round(cfg, 1, ["p", "q"])
     lada._learn_up(ctx, ex)
     assert trained == [] and lada.state.carried == []  # no LaDa phase for the server, nothing waits for one
@@ -273,3 +277,14 @@ def test_up_loss_none_is_refused_where_it_cannot_work(tiny_config_dict, method, 
 
     with pytest.raises((ValueError, ConfigError), match=why):
         build_host(config_from_dict(dict(tiny_config_dict, method=method, lada=lada)))
+
+
+def test_up_loss_defaults_to_the_hosts_loss_where_it_teaches_the_server(tiny_config_dict):
+    from fedlada.methods import METHODS
+
+    def default(method, **lada):
+        return METHODS[method](config_from_dict(dict(tiny_config_dict, method=method, lada=lada))).lada.up_loss
+
+    assert default("fedmkt+lada") == default("fedcollm+lada") == "none"
+    assert default("standalone+lada") == default("fedmkt+lada", host_loss="replace") == "lada"  # nothing else would
+    assert default("fedmkt+lada", up_loss="lada") == "lada"

@@ -169,17 +169,17 @@ class LadaConfig(_Strict):
         "over to the next round"
     )
     host_up: Literal["up_picks", "exchanged", "pool"] = Field(
-        "up_picks", description="what the host's own loss teaches the server on under X+lada: F_k^up's picks; "
+        "pool", description="what the host's own loss teaches the server on under X+lada: F_k^up's picks; "
         "every sample exchanged with client k (its down picks too: FedMKT's server then also fuses where its "
         "own distribution wins, as FedMKT does on every candidate); or F_k^up's picks and, with no client's "
         "knowledge (its own distributions and the gold solution), every other candidate of the round, so "
         "the server keeps the host's anchor on all public data while the clients answer only on the picks"
     )
-    up_loss: Literal["lada", "none"] = Field(
-        "lada", description="up direction: lada = after the host's own loss, the server trains lada.loss (DARD, or "
+    up_loss: Literal["lada", "none"] | None = Field(
+        None, description="up direction: lada = after the host's own loss, the server trains lada.loss (DARD, or "
         "SFT) on the up pairs; none = the server learns from F_k^up's picks only through the host's own loss "
         "(FedMKT's KD with the clients' distributions, FedCoLLM's distillation), which needs a host that trains "
-        "the server and lada.host_loss=add"
+        "the server and lada.host_loss=add; null = none where the host's loss teaches the server, else lada"
     )
     host_loss: Literal["add", "replace"] | None = Field(
         None, description="X+lada: add DARD to host X's own loss on LaDa's picks, or replace it; null = the host's "

@@ -120,8 +120,8 @@ def offered_candidates(server, round_: int) -> tuple[list, list[Candidate], dict
 class Lada:
     """Server-side half of the plug-in: offers candidates, computes references, runs the up direction."""
 
-    def __init__(self, cfg: RunConfig, up: bool):
-        self.cfg, self.up = cfg, up
+    def __init__(self, cfg: RunConfig, up: bool, up_loss: str = "lada"):
+        self.cfg, self.up, self.up_loss = cfg, up, up_loss
         self.state = UpState()
 
     def select(self, ctx: RoundContext) -> LadaExchange:
@@ -195,8 +195,8 @@ class Lada:
         for k, pending in ex.up_picks.items():
             name = ctx.channel.clients[k].name
             carried += [CarriedPick(name, p, ex.up_references[k, p.sample_id]) for p in pending.picks]
-        host_only = cfg.lada.up_loss == "none"  # the host's loss has taught the server on the picks already
-        if not host_only and len(carried) < cfg.lada.up_min_pairs:
+        host_only = self.up_loss == "none"  # the host's loss has taught the server on the picks already
+        if not carried or (not host_only and len(carried) < cfg.lada.up_min_pairs):
             self.state.carried = carried
             ctx.record("server", {"lada/up_carried": float(len(carried))})
             return
@@ -297,6 +297,21 @@ def up_offered(offers: list[UpOffer], candidates: dict[str, Candidate]) -> list[
             for u in offers if not candidates[u.sample_id].correct]
 
 
+def host_teaches_server(host_cls: type[Host], cfg: RunConfig) -> bool:
+    """Whether X's own loss trains the server under X+lada (FedMKT's KD, FedCoLLM's distillation)."""
+    return host_cls.transfer is not Host.transfer and (cfg.lada.host_loss or host_cls.lada_host_loss) == "add"
+
+
+def up_loss_for(host_cls: type[Host], cfg: RunConfig) -> str:
+    """`lada.up_loss`, or its default: `none` where the host's own loss teaches the server, so that LaDa
+    chooses what the server learns from and the host's loss is how (on `standard`, the server's own DARD
+    or SFT phase on ~90 up pairs after FedMKT's KD cost it 14-20 points, docs/results.md); `lada` where
+    nothing else would teach it (`standalone+lada`)."""
+    if cfg.lada.up_loss is not None:
+        return cfg.lada.up_loss
+    return "none" if host_teaches_server(host_cls, cfg) else "lada"
+
+
 def with_lada(host_cls: type[Host]) -> type[Host]:
     """`X+lada`: host X whose exchange LaDa's filters choose (`select`), with DARD added to X's own loss on
     the picks or in its place (`transfer`, `lada.host_loss`); both directions where X trains the server."""
@@ -309,18 +324,17 @@ def with_lada(host_cls: type[Host]) -> type[Host]:
         @classmethod
         def check_config(cls, cfg: RunConfig) -> None:
             super().check_config(cfg)
-            lada = cfg.lada
-            if host_cls.server_learns and lada.up_loss == "none":
-                if host_cls.transfer is Host.transfer or (lada.host_loss or host_cls.lada_host_loss) != "add":
+            if host_cls.server_learns and up_loss_for(host_cls, cfg) == "none":
+                if not host_teaches_server(host_cls, cfg):
                     raise ValueError(f"lada.up_loss=none: nothing would teach the server under {cls.name} (its host "
                                      "has no loss of its own on the picks, or lada.host_loss=replace drops it)")
-                if lada.up_reward == "heldout":
-                    raise ValueError("lada.up_reward=heldout with lada.up_loss=none: the held-out probe needs the "
-                                     "server before it learns, and the host's loss has moved it by then")
+                if cfg.lada.up_reward == "heldout":
+                    raise ValueError("lada.up_reward=heldout needs lada.up_loss=lada: the held-out probe needs the "
+                                     "server before it learns, and under up_loss=none the host's loss has moved it by then")
 
         def __init__(self, cfg: RunConfig):
             super().__init__(cfg)
-            self.lada = Lada(cfg, up=host_cls.server_learns)
+            self.lada = Lada(cfg, up=host_cls.server_learns, up_loss=up_loss_for(host_cls, cfg))
             self.host_loss = cfg.lada.host_loss or host_cls.lada_host_loss
 
         def select(self, ctx: RoundContext) -> LadaExchange:
