@@ -204,6 +204,10 @@ def test_a_saved_run_differs_only_where_results_could(tiny_config_dict):
                                   cfg(**lada, lada={"filter": rule, "reward": "nll_drop"})) is None
     assert _config_difference(cfg(**lada, lada={"reward": "heldout"}), cfg(**lada, lada={"reward": "nll_drop"})) == (
         "lada.reward: 'heldout' there, 'nll_drop' asked")  # the learned filter learns from it
+    up = {"host_up": "up_picks", "up_loss": "lada", "up_reward": "nll_drop", "up_budget": 7, "up_min_pairs": 1}
+    assert _config_difference(cfg(**lada, lada=up), cfg(**lada)) is None  # distill+lada never trains the server
+    assert _config_difference(cfg(method="fedmkt+lada", lada={"host_up": "up_picks"}), cfg(method="fedmkt+lada")) == (
+        "lada.host_up: 'up_picks' there, 'pool' asked")
 
 
 def test_lada_vs_host_pairs_by_seed():

@@ -158,6 +158,9 @@ class Job:
         return "partial" if has else "new"
 
 
+UP_DIRECTION = {"host_up", "up_loss", "up_reward", "up_budget", "up_min_pairs"}  # lada keys read only where the server learns
+
+
 def _flat(d, prefix=""):
     if isinstance(d, dict):
         for k, v in d.items():
@@ -173,14 +176,20 @@ def _config_difference(saved: RunConfig, wanted: RunConfig) -> Optional[str]:
     """The first differing key, or None. Keys that cannot change the run's results are left out: the
     runtime settings, the server's transfer rate where the method never trains the server, LaDa's
     settings where the method has no LaDa, and LaDa's reward and EE-Net's cold start under a fixed
-    selection rule (oracle, random, loss, none: the reward is only logged)."""
+    selection rule (oracle, random, loss, none: the reward is only logged), and the up direction's
+    settings where the method never trains the server."""
     exclude: dict = {"runtime": True}
+    lada: set[str] = set()
     if not METHODS[wanted.method].server_learns:
         exclude["server"] = {"transfer_lr"}
+        lada |= UP_DIRECTION
     if not wanted.method.endswith("+lada"):
         exclude["lada"] = True
-    elif wanted.lada.filter != "eenet" and saved.lada.filter == wanted.lada.filter:
-        exclude["lada"] = {"reward", "cold_start"}
+    else:
+        if wanted.lada.filter != "eenet" and saved.lada.filter == wanted.lada.filter:
+            lada |= {"reward", "cold_start"}
+        if lada:
+            exclude["lada"] = lada
     a = dict(_flat(saved.model_dump(mode="json", exclude=exclude)))
     b = dict(_flat(wanted.model_dump(mode="json", exclude=exclude)))
     for key in sorted(set(a) | set(b)):
