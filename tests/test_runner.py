@@ -1,7 +1,5 @@
 """End-to-end: a 2-round tiny federation, its outputs, and exact resume."""
 
-import os
-
 from conftest import run_cut_after_round_one
 
 from fedlada.config import config_from_dict
@@ -61,15 +59,12 @@ def test_a_run_directory_in_use_is_refused_and_freed_when_its_run_ends(tiny_conf
     out = tmp_path / "run"
     out.mkdir()
     with open(out / LOCK, "w") as held:  # another process running in `out`
-        held.write("4242\n")
-        held.flush()
         fcntl.flock(held, fcntl.LOCK_EX)
-        with pytest.raises(FedladaError, match="in use by another run \\(pid 4242\\)"):
+        with pytest.raises(FedladaError, match="in use by another run"):
             Runner(cfg, out).run()
-        assert not (out / "metrics.jsonl").exists()  # nothing of the other run was touched
+        assert sorted(p.name for p in out.iterdir()) == [LOCK]  # nothing of the other run was touched
     rows = Runner(cfg, out).run()  # the holder ended: the directory is free again
     assert sorted({r["round"] for r in rows}) == [0, 1]
-    assert (out / LOCK).read_text() == f"{os.getpid()}\n"
 
 
 def test_standalone_sends_no_paths(tiny_config_dict, tmp_path):

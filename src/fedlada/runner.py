@@ -70,17 +70,12 @@ def run_lock(out: Path):
     """Hold `out` for this process while it runs: a second run (or `--resume`) on the same directory would
     interleave its rounds with ours in metrics.jsonl and the checkpoints. The operating system releases
     the lock when the process ends, however it ends, so a killed run never leaves the directory locked."""
-    with open(out / LOCK, "a+") as f:
+    with open(out / LOCK, "a") as f:  # never written: a refused or failed run leaves the directory as it was
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            f.seek(0)
-            holder = f.read().strip() or "unknown"
-            raise FedladaError(f"{out} is in use by another run (pid {holder}); wait for it to end, or give this "
-                               "run another --out") from None
-        f.truncate(0)
-        f.write(f"{os.getpid()}\n")
-        f.flush()
+            raise FedladaError(f"{out} is in use by another run; wait for it to end, or give this run another "
+                               "--out") from None
         yield
 
 

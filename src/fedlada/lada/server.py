@@ -305,7 +305,7 @@ def host_teaches_server(host_cls: type[Host], cfg: RunConfig) -> bool:
 def up_loss_for(host_cls: type[Host], cfg: RunConfig) -> str:
     """`lada.up_loss`, or its default: `none` where the host's own loss teaches the server, so that LaDa
     chooses what the server learns from and the host's loss is how (on `standard`, the server's own DARD
-    or SFT phase on ~90 up pairs after FedMKT's KD cost it 14-20 points, docs/results.md); `lada` where
+    or SFT phase on ~90 up pairs after FedMKT's KD cost it 14-22 points, docs/results.md); `lada` where
     nothing else would teach it (`standalone+lada`)."""
     if cfg.lada.up_loss is not None:
         return cfg.lada.up_loss
