@@ -174,10 +174,9 @@ def _flat(d, prefix=""):
 
 def _config_difference(saved: RunConfig, wanted: RunConfig) -> Optional[str]:
     """The first differing key, or None. Keys that cannot change the run's results are left out: the
-    runtime settings, the server's transfer rate where the method never trains the server, LaDa's
-    settings where the method has no LaDa, and LaDa's reward and EE-Net's cold start under a fixed
-    selection rule (oracle, random, loss, none: the reward is only logged), and the up direction's
-    settings where the method never trains the server."""
+    runtime settings, the server's transfer rate and LaDa's up-direction settings where the method never
+    trains the server, LaDa's settings where the method has no LaDa, and LaDa's reward and EE-Net's cold
+    start under a fixed selection rule (oracle, random, loss, none: the reward is only logged)."""
     exclude: dict = {"runtime": True}
     lada: set[str] = set()
     if not METHODS[wanted.method].server_learns:

@@ -8,7 +8,8 @@ Each round, after the clients' local SFT on private data:
    and the aggregate: each learns `L_LM + lambda * KL(other || self)`, the other's distributions taken
    before either learns (top-k, moved across tokenizers as in FedMKT when the two differ). The
    aggregate learns on the samples of the down direction, the LLM on those of the up direction: every
-   candidate for `fedcollm`, the union of LaDa's picks over the clients for `fedcollm+lada`;
+   candidate for `fedcollm`; for `fedcollm+lada` the union of LaDa's down picks over the clients, and
+   for the LLM every candidate too (`lada.host_up=pool`, the default) or the up picks only (`up_picks`);
 3. the aggregate goes back to every client.
 
 FedAvg needs the clients to share an architecture and a starting point: the config check demands

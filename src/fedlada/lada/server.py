@@ -43,14 +43,15 @@ from fedlada.lada.transfer import (
     Pick,
     RewardProbe,
     choose,
-    reward_probe,
     learn,
     own_data_pairs,
     per_token_nll,
+    reward_probe,
     rewards,
     selector_for,
     update,
 )
+from fedlada.models import LM
 from fedlada.seeding import derive_seed
 
 UP_HELDOUT = 64  # at most this many of a client's unpicked novel questions form the up reward's held-out slice
@@ -88,7 +89,7 @@ class UpLearner:
     """The server as the up reward sees it, one client at a time: its model, with that client's held-out
     slice as its own held-out data (what `transfer.reward_probe` and `rewards` read)."""
 
-    lm: object
+    lm: LM
     name: str
     cfg: RunConfig
     heldout: list[Example]
