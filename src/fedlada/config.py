@@ -168,13 +168,12 @@ class LadaConfig(_Strict):
         32, ge=0, description="the server trains on the up pairs only once it has this many; fewer are carried "
         "over to the next round"
     )
-    host_up: Literal["up_picks", "exchanged", "pool"] | None = Field(
-        None, description="what the host's own loss teaches the server on under X+lada: F_k^up's picks; "
+    host_up: Literal["up_picks", "exchanged", "pool"] = Field(
+        "pool", description="what the host's own loss teaches the server on under X+lada: F_k^up's picks; "
         "every sample exchanged with client k (its down picks too: FedMKT's server then also fuses where its "
         "own distribution wins, as FedMKT does on every candidate); or F_k^up's picks and, with no client's "
         "knowledge (its own distributions and the gold solution), every other candidate of the round, so "
-        "the server keeps the host's anchor on all public data while the clients answer only on the picks; "
-        "null = the host's default (fedmkt: pool; fedcollm: up_picks, its teacher being the FedAvg aggregate)"
+        "the server keeps the host's anchor on all public data while the clients answer only on the picks"
     )
     up_loss: Literal["lada", "none"] | None = Field(
         None, description="up direction: lada = after the host's own loss, the server trains lada.loss (DARD, or "

@@ -146,7 +146,6 @@ class Host:
     name: ClassVar[str]
     server_learns: ClassVar[bool] = False
     lada_host_loss: ClassVar[str] = "add"
-    lada_host_up: ClassVar[str] = "pool"  # X+lada's default `lada.host_up` (what X's loss teaches the server on)
     messages: ClassVar[tuple[type[Message], ...]] = ()  # the host's own message types, and
     client_handlers: ClassVar[dict[type[Message], ClientHandler]] = {}  # its clients' verbs (fedlada.methods registers both)
 

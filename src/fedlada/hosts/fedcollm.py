@@ -84,10 +84,6 @@ class Aggregate:
 class FedCoLLM(Host):
     name = "fedcollm"
     server_learns = True
-    # the server's teacher is the FedAvg aggregate: on `homogeneous` (domain specialists) it is near 0% after
-    # averaging, and distilling it on every candidate took the server from 82.5% to 0.7% in one round
-    # (fedcollm+lada, host_up=pool, seed 0, docs/results.md); F_k^up's picks bound what it can undo
-    lada_host_up = "up_picks"
     messages = (SendWeights, SetWeights)
     client_handlers = {SendWeights: on_send_weights, SetWeights: on_set_weights}
 

@@ -121,9 +121,8 @@ def offered_candidates(server, round_: int) -> tuple[list, list[Candidate], dict
 class Lada:
     """Server-side half of the plug-in: offers candidates, computes references, runs the up direction."""
 
-    def __init__(self, cfg: RunConfig, up: bool, up_loss: str = "lada", host_up: str = "pool"):
+    def __init__(self, cfg: RunConfig, up: bool, up_loss: str = "lada"):
         self.cfg, self.up, self.up_loss = cfg, up, up_loss
-        self.host_up = cfg.lada.host_up or host_up
         self.state = UpState()
 
     def select(self, ctx: RoundContext) -> LadaExchange:
@@ -143,10 +142,10 @@ class Lada:
             ex.references[i] = teacher_references(server, pair_offer.needs_reference)
             if self.up:
                 self._choose_up(ctx, ex, i, pair_offer.up)
-                if self.host_up == "exchanged":  # the host's loss on the server: every sample of the pair
+                if self.cfg.lada.host_up == "exchanged":  # the host's loss on the server: every sample of the pair
                     both = set(ex.down[i]) | set(ex.up.get(i, []))
                     ex.up[i] = [e.id for e in ex.examples(both)]
-        if self.up and self.host_up == "pool":  # the host's anchor on every candidate, nobody answering
+        if self.up and self.cfg.lada.host_up == "pool":  # the host's anchor on every candidate, nobody answering
             ex.server_also = [e.id for e in pool]
         return ex
 
@@ -336,8 +335,7 @@ def with_lada(host_cls: type[Host]) -> type[Host]:
 
         def __init__(self, cfg: RunConfig):
             super().__init__(cfg)
-            self.lada = Lada(cfg, up=host_cls.server_learns, up_loss=up_loss_for(host_cls, cfg),
-                             host_up=host_cls.lada_host_up)
+            self.lada = Lada(cfg, up=host_cls.server_learns, up_loss=up_loss_for(host_cls, cfg))
             self.host_loss = cfg.lada.host_loss or host_cls.lada_host_loss
 
         def select(self, ctx: RoundContext) -> LadaExchange:
