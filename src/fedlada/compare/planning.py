@@ -158,7 +158,8 @@ class Job:
         return "partial" if has else "new"
 
 
-UP_DIRECTION = {"host_up", "up_loss", "up_reward", "up_budget", "up_min_pairs"}  # lada keys read only where the server learns
+# LaDa's keys that only a method that trains the server reads
+UP_DIRECTION = {"host_up", "up_loss", "up_reward", "up_budget", "up_min_pairs"}
 
 
 def _flat(d, prefix=""):

@@ -197,7 +197,7 @@ class FedMKT(Host):
         """Server knowledge on each pair's samples, the clients' on theirs back; the server fuses, per
         sample it asked for, its own distribution with those of the clients that sent one."""
         server, mkt, bs = ctx.server, self.cfg.fedmkt, self.cfg.runtime.eval_batch_size
-        samples = exchange.examples({e.id for e in [*exchange.union("down", "up"), *exchange.server_samples()]})
+        samples = exchange.examples({e.id for e in [*exchange.union("down"), *exchange.server_samples()]})
         ids = [e.id for e in samples]
         msg, own, own_ce = knowledge(server.lm, ctx.round, [e.prompt for e in samples], [e.solution for e in samples],
                                      mkt.top_k, bs)
