@@ -298,9 +298,14 @@ def up_offered(offers: list[UpOffer], candidates: dict[str, Candidate]) -> list[
             for u in offers if not candidates[u.sample_id].correct]
 
 
+def host_loss_for(host_cls: type[Host], cfg: RunConfig) -> str:
+    """`lada.host_loss`, or the host's default (`Host.lada_host_loss`)."""
+    return cfg.lada.host_loss or host_cls.lada_host_loss
+
+
 def host_teaches_server(host_cls: type[Host], cfg: RunConfig) -> bool:
     """Whether X's own loss trains the server under X+lada (FedMKT's KD, FedCoLLM's distillation)."""
-    return host_cls.transfer is not Host.transfer and (cfg.lada.host_loss or host_cls.lada_host_loss) == "add"
+    return host_cls.transfer is not Host.transfer and host_loss_for(host_cls, cfg) == "add"
 
 
 def up_loss_for(host_cls: type[Host], cfg: RunConfig) -> str:
@@ -336,7 +341,7 @@ def with_lada(host_cls: type[Host]) -> type[Host]:
         def __init__(self, cfg: RunConfig):
             super().__init__(cfg)
             self.lada = Lada(cfg, up=host_cls.server_learns, up_loss=up_loss_for(host_cls, cfg))
-            self.host_loss = cfg.lada.host_loss or host_cls.lada_host_loss
+            self.host_loss = host_loss_for(host_cls, cfg)
 
         def select(self, ctx: RoundContext) -> LadaExchange:
             return self.lada.select(ctx)
