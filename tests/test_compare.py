@@ -129,6 +129,35 @@ def test_failing_run_does_not_stop_the_others_and_finished_runs_are_reused(tmp_p
     assert started == [] and {o.status for o in res.outcomes} == {"reused"}
 
 
+def test_a_run_another_process_holds_is_left_to_it_and_not_counted_as_an_attempt(tmp_path, tiny_config_dict, monkeypatch):
+    import fcntl
+
+    from fedlada.runner import LOCK
+
+    scenario = tiny_yaml(tmp_path, tiny_config_dict)
+    started = []
+
+    def fake_command(job):
+        started.append(job.seed)
+        (job.dir / "config.yaml").write_text(dump_config(job.cfg))
+        return [sys.executable, "-c", FAKE_RUN, str(job.dir), str(job.cfg.rounds), "0"]
+
+    monkeypatch.setattr(schedule, "command", fake_command)
+    out = tmp_path / "cmp"
+    held_dir = out / "standalone" / "seed-0"
+    held_dir.mkdir(parents=True)
+    with open(held_dir / LOCK, "w") as held:  # another compare's `fedlada run` is working on seed 0
+        fcntl.flock(held, fcntl.LOCK_EX)
+        res = cmp.compare(str(scenario), [cmp.Variant.method("standalone")], [0, 1], n_jobs=1, out=out,
+                          overrides=["rounds=1"])
+    status = {o.job.seed: o.status for o in res.outcomes}
+    assert status == {0: "busy", 1: "done"} and started == [1] and res.failed == []
+    assert not (held_dir / schedule.ATTEMPTS).exists() and not (held_dir / "log.txt").exists()
+    res = cmp.compare(str(scenario), [cmp.Variant.method("standalone")], [0, 1], n_jobs=1, out=out,
+                      overrides=["rounds=1"])  # the holder ended: this compare runs it
+    assert {o.job.seed: o.status for o in res.outcomes} == {0: "done", 1: "reused"} and started == [1, 0]
+
+
 def test_compare_cli_rejects_bad_input_in_one_line(tmp_path, tiny_config_dict):
     scenario = str(tiny_yaml(tmp_path, tiny_config_dict))
     base = ["compare", "--scenario", scenario, "--seeds", "1", "--out", str(tmp_path / "c")]

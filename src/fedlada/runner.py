@@ -65,18 +65,33 @@ def _append_jsonl(path: Path, rows: list[dict]) -> None:
             f.writelines(json.dumps(r) + "\n" for r in rows)
 
 
+def _try_lock(f) -> bool:
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
 @contextmanager
 def run_lock(out: Path):
     """Hold `out` for this process while it runs: a second run (or `--resume`) on the same directory would
     interleave its rounds with ours in metrics.jsonl and the checkpoints. The operating system releases
     the lock when the process ends, however it ends, so a killed run never leaves the directory locked."""
     with open(out / LOCK, "a") as f:  # never written: a refused or failed run leaves the directory as it was
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not _try_lock(f):
             raise FedladaError(f"{out} is in use by another run; wait for it to end, or give this run another "
-                               "--out") from None
+                               "--out")
         yield
+
+
+def in_use(out: Path) -> bool:
+    """Whether a run holds `out` now (see `run_lock`): lets `fedlada compare` leave a run that another
+    process is working on to it instead of starting one that would be refused."""
+    if not (out / LOCK).exists():
+        return False
+    with open(out / LOCK, "a") as f:
+        return not _try_lock(f)  # closing the file releases a lock taken here
 
 
 class Runner:

@@ -77,6 +77,8 @@ def compare(
                     progress.console.log(f"{job.name}: finished before, reused ({job.dir})")
                 elif o.status == "done":
                     progress.console.log(f"{job.name}: done in {wall_seconds(job.dir):.0f} s; {_final_line(job)}")
+                elif o.status == "busy":
+                    progress.console.log(f"[yellow]{job.name}: in use by another run, left to it[/yellow] ({job.dir})")
                 elif o.status == "failed":
                     failed[str(job.dir)] = o.message
                     progress.console.log(f"[red]{job.name}: FAILED[/red], {o.message}")

@@ -20,12 +20,13 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from fedlada.compare.planning import ATTEMPTS, DONE, LOG, Job, finished_round
+from fedlada.runner import in_use
 
 
 @dataclass
 class Outcome:
     job: Job
-    status: str  # reused | done | failed | skipped
+    status: str  # reused | done | failed | skipped | busy (another process is running it)
     returncode: int = 0
     seconds: float = 0.0  # this invocation
     message: str = ""
@@ -64,6 +65,8 @@ def run_job(job: Job, *, ready: Optional[threading.Event] = None, wait_for: Opti
             wait_for.wait()
         if stop is not None and stop.is_set():
             return Outcome(job, "skipped", message="interrupted")
+        if in_use(job.dir):  # before any attempt is recorded: the other process's run is not a failure of ours
+            return Outcome(job, "busy", message="in use by another run")
         start = time.perf_counter()
         try:
             job.dir.mkdir(parents=True, exist_ok=True)
