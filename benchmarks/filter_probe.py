@@ -1,6 +1,6 @@
 """Does the down filter find each client's own domain in round 2, after one round of rewards?
 
-    python benchmarks/filter_probe.py CONFIG [--set key=value ...] [--seed S] [--out FILE.md]
+    python benchmarks/filter_probe.py CONFIG [--set key=value ...] [--seed S] [--out FILE.md] [--dump FILE.npz]
 
 LaDa's EE-Net picks round 1 by k-means (it has no rewards yet) and learns from round 1's rewards which
 samples to pick in round 2. This probe runs round 1 of the down direction exactly as `distill+lada` does
@@ -79,7 +79,7 @@ def _auc(pos: np.ndarray, neg: np.ndarray) -> float:
     return float(np.mean((pos[:, None] > neg[None, :]) + 0.5 * (pos[:, None] == neg[None, :])))
 
 
-def probe_client(client, server, cands1: list[Candidate], cands2: list[Candidate]) -> tuple[list, dict]:
+def probe_client(client, server, cands1: list[Candidate], cands2: list[Candidate]) -> tuple[list, dict, dict]:
     cfg, budget = client.cfg, client.cfg.lada.budget
     off1 = offered(client, cands1)
     phi1 = features(client, off1)  # what `choose` computes inside on_candidates, on the same model
@@ -112,7 +112,8 @@ def probe_client(client, server, cands1: list[Candidate], cands2: list[Candidate
             for name, top in tops.items()]
     summary = {"base rate": float(own2.mean()), "possible": possible, "round-1 reward AUC own>other (correct paths)": auc,
                "round-1 own share": float(own1.mean())}
-    return rows, summary
+    arrays = {"phi1": phi1, "rows1": rows1, "r1": r1, "own1": own1, "ok1": ok1, "phi2": phi2, "own2": own2, "ok2": ok2}
+    return rows, summary, arrays
 
 
 def main() -> None:
@@ -121,6 +122,8 @@ def main() -> None:
     ap.add_argument("--set", dest="sets", action="append", default=[])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--dump", type=Path, help="also save each client's round-1 picks and rewards and both pools' "
+                    "features (.npz), to try selectors on them offline")
     args = ap.parse_args()
     sets = ["method=distill+lada", f"seed={args.seed}", *args.sets]
     cfg = load_config(resolve_scenario(args.config), sets)
@@ -129,9 +132,11 @@ def main() -> None:
     lines = [f"# Filter probe: {args.config}, seed {args.seed}", "",
              "`python benchmarks/filter_probe.py " + shlex.join([args.config, "--seed", str(args.seed),
                                                                   *(f"--set={s}" for s in args.sets)]) + "`", ""]
+    dumped = {}
     for client in clients:
         start = time.perf_counter()
-        rows, summary = probe_client(client, server, cands1, cands2)
+        rows, summary, arrays = probe_client(client, server, cands1, cands2)
+        dumped |= {f"{client.name}/{k}": v for k, v in arrays.items()}
         log(f"{client.name}: {time.perf_counter() - start:.0f}s")
         lines += [f"## {client.name} ({', '.join(client.domains)})", "",
                   "; ".join(f"{k} {v:.2f}" for k, v in summary.items()), "",
@@ -141,6 +146,8 @@ def main() -> None:
     print(text)
     if args.out:
         args.out.write_text(text)
+    if args.dump:
+        np.savez(args.dump, **dumped)
 
 
 if __name__ == "__main__":

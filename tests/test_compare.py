@@ -592,6 +592,12 @@ def test_own_share_summary_takes_the_lowest_cell_from_round_two_against_its_base
     (cell,) = summary["distill+lada"]
     assert cell["min_share"] == pytest.approx(0.45) and cell["min_ratio"] == pytest.approx(1.5)  # round 1 ignored
     assert (cell["reached"], cell["cells"]) == (2, 3)
+    assert cell["of_possible"] is None  # runs from before `lada/own_possible` was logged
+
+    possible = {("client-0", 2): 1.0, ("client-1", 2): 0.5, ("client-1", 3): 0.75}
+    rows = [dict(r, **{"lada/own_possible": possible.get((r["participant"], r["round"]), 1.0)}) for r in rows]
+    (cell,) = own_share_summary({"distill+lada": {"runs": [{"seed": 0, "own_shares": own_shares(rows)}]}})["distill+lada"]
+    assert cell["of_possible"] == pytest.approx(0.8)  # client-1 round 3: 0.6 of 0.75 (round 2's 0.45 of 0.5 is 0.9)
 
 
 def test_server_per_domain_tables_show_final_gain_and_paired_difference():

@@ -11,6 +11,7 @@ from fedlada.config import DataConfig, ModelConfig, TrainConfig
 from fedlada.data import build_federation_data
 from fedlada.filter import make_selector
 from fedlada.filter.reward import heldout_alignment_reward, learnability_reward
+from fedlada.lada.transfer import own_possible
 from fedlada.models import load_model
 
 
@@ -30,6 +31,10 @@ def test_oracle_picks_own_domain_with_correct_teacher_learner_wrong_first():
     assert sel.select(x, 3, aux=aux).indices.tolist() == []  # nothing of its own: it picks nothing
     with pytest.raises(ValueError, match="oracle"):
         sel.select(x, 3, aux={"learner_nll": nll})
+    # what bounds any filter that takes no wrong teacher path: 5 own-domain paths are right (0, 1, 2, 5, 7)
+    assert own_possible(own, ok, 10) == pytest.approx(5 / 8)  # the budget is capped by the pool's 8
+    assert own_possible(own, ok, 4) == 1.0 and own_possible(own, ok, 0) == 0.0
+    assert own_possible(own, ok, 8) == pytest.approx(5 / 8) == len(sel.select(x, 8, aux=dict(aux, own_domain=own)).indices) / 8
 
 
 def test_nll_drop_reward_on_hand_made_numbers():

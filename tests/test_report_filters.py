@@ -67,10 +67,10 @@ def test_old_runs_without_own_domain_flags_show_unknowns():
     per = report.own_domain_rounds([sel("client-0", 1, 0.1), sel("client-0", 1, 0.3)], metrics({"client-0": [0.2, 0.4]}))
     assert per[0]["own_share"] is None and per[0]["own_base_rate"] is None and per[0]["reward"] == pytest.approx(0.2)
     lines = report.filter_section([sel("client-0", 1, 0.1), sel("client-0", 1, 0.3)], metrics({"client-0": [0.2, 0.4]}))
-    assert "| client-0 | 1 | 2 | – | – | 0.200 | +20.0 |" in "\n".join(lines)
+    assert "| client-0 | 1 | 2 | – | – | – | 0.200 | +20.0 |" in "\n".join(lines)
     # without metrics rows: the picks from selections.jsonl, no gains and so no correlation
     alone = "\n".join(report.filter_section([sel("client-0", 1, 0.1, True)]))
-    assert "| client-0 | 1 | 1 | 100 | – | 0.100 | – |" in alone and "Spearman" not in alone
+    assert "| client-0 | 1 | 1 | 100 | – | – | 0.100 | – |" in alone and "Spearman" not in alone
 
 
 def monotone_run(gains_sign: int):
@@ -79,7 +79,8 @@ def monotone_run(gains_sign: int):
     selections, extras = [], {}
     for t, reward in enumerate([0.1, 0.2, 0.3, 0.4], start=1):
         selections.append(sel("client-0", t, reward, t % 2 == 0))
-        extras[("client-0", t)] = {"lada/own_share": 0.1 * t, "lada/own_base_rate": 0.2, "lada/reward": reward}
+        extras[("client-0", t)] = {"lada/own_share": 0.1 * t, "lada/own_base_rate": 0.2, "lada/own_possible": 0.5,
+                                   "lada/reward": reward}
     for t, reward in enumerate([0.5, 0.6, 0.7], start=1):
         selections.append(sel("client-1", t, reward))
         extras[("client-1", t)] = {"lada/reward": reward}
@@ -103,9 +104,10 @@ def test_filter_section_table_and_reward_gain_correlations():
     lines = report.filter_section(selections, rows)
     text = "\n".join(lines)
     assert lines[0] == "## Filters" and "| 1 | 0.100 | 0.500 |" in text  # what the section showed before stays
-    assert "| client | round | picks | own-domain picks % | own-domain in pool % | mean reward | own-test gain (points) |" in text
-    assert "| client-0 | 3 | 1 | 30 | 20 | 0.300 | +4.0 |" in text
-    assert "| client-1 | 1 | 1 | – | – | 0.500 | +10.0 |" in text
+    assert ("| client | round | picks | own-domain picks % | own-domain in pool % | possible % | mean reward | "
+            "own-test gain (points) |") in text
+    assert "| client-0 | 3 | 1 | 30 | 20 | 50 | 0.300 | +4.0 |" in text
+    assert "| client-1 | 1 | 1 | – | – | – | 0.500 | +10.0 |" in text
     assert "| client-0 | 4 | +1.00 |" in text and "| client-1 | 3 | -1.00 |" in text
     assert "| all (client, round) pairs | 7 | +0.54 |" in text
 

@@ -118,13 +118,16 @@ def run_values(rows: list[dict]) -> dict:
 
 
 def own_shares(rows: list[dict]) -> list[dict]:
-    """LaDa's down picks per (client, round): the share from the client's own domains and that share in
-    the candidate pool (`lada/own_share`, `lada/own_base_rate`); empty for runs without a filter."""
+    """LaDa's down picks per (client, round): the share from the client's own domains, that share in
+    the candidate pool and the highest share with no wrong teacher path (`lada/own_share`,
+    `lada/own_base_rate`, `lada/own_possible`: None in runs from before it was logged); empty for runs
+    without a filter."""
     seen = {}
     for r in rows:
         if r["role"] == "client" and "lada/own_share" in r:
             seen[(r["participant"], r["round"])] = {"client": r["participant"], "round": r["round"],
-                                                    "share": r["lada/own_share"], "base": r["lada/own_base_rate"]}
+                                                    "share": r["lada/own_share"], "base": r["lada/own_base_rate"],
+                                                    "possible": r.get("lada/own_possible")}
     return list(seen.values())
 
 
@@ -136,6 +139,7 @@ class SeedOwnShare(Record):
     reached: int
     cells: int
     base: float
+    of_possible: Optional[float] = None  # the lowest share / possible share over the cells (None: not logged)
 
 
 def own_share_summary(results: dict, from_round: int = 2, factor: float = 2.0) -> dict[str, list[SeedOwnShare]]:
@@ -149,9 +153,11 @@ def own_share_summary(results: dict, from_round: int = 2, factor: float = 2.0) -
             cells = [c for c in run.get("own_shares", []) if c["round"] >= from_round and c["base"] > 0]
             if cells:
                 ratios = [c["share"] / c["base"] for c in cells]
+                of_possible = [c["share"] / c["possible"] for c in cells if c.get("possible")]
                 per_seed.append(SeedOwnShare(run["seed"], min(ratios), min(c["share"] for c in cells),
                                              sum(x >= factor for x in ratios), len(cells),
-                                             statistics.fmean(c["base"] for c in cells)))
+                                             statistics.fmean(c["base"] for c in cells),
+                                             min(of_possible) if len(of_possible) == len(cells) else None))
         if per_seed:
             out[label] = per_seed
     return out

@@ -165,6 +165,7 @@ def choose(learner, selector, offered: list[Offered], budget: int, round_: int) 
     ]
     stats = {"seconds/features": t_features, "seconds/filter": t_select,
              "lada/own_share": float(own[chosen].mean()) if chosen else 0.0, "lada/own_base_rate": float(own.mean()),
+             "lada/own_possible": own_possible(own, np.array([o.path_correct for o in offered], dtype=bool), budget),
              "lada/learner_correct": float(np.mean([p.learner_correct for p in picks])) if picks else 0.0}
     pool = []
     if lada.reward == "heldout_contrast":
@@ -172,6 +173,14 @@ def choose(learner, selector, offered: list[Offered], budget: int, round_: int) 
         rng = random.Random(derive_seed(cfg.seed, learner.name, "reward-pool", round_))
         pool = [(prompts[i], offered[i].path) for i in sorted(rng.sample(correct, min(POOL_SAMPLE, len(correct))))]
     return Pending(round_, picks, pool=pool), stats
+
+
+def own_possible(own: np.ndarray, path_correct: np.ndarray, budget: int) -> float:
+    """The highest own-domain share of `budget` picks that takes no wrong teacher path: where the teacher is
+    weak on the learner's domain (DESIGN's knowledge the server lacks), fewer own-domain paths are right
+    than the budget holds, and this, not the base rate, bounds a filter that serves the learner."""
+    k = min(budget, len(own))
+    return min(k, int((own & path_correct).sum())) / k if k else 0.0
 
 
 def _greedy_paths(learner, offered: list[Offered], own: np.ndarray) -> dict[int, tuple[str, bool]]:

@@ -152,12 +152,13 @@ def _known(x) -> bool:
     return x is not None and not (isinstance(x, float) and math.isnan(x))
 
 
-LADA_EXTRAS = ("lada/own_share", "lada/own_base_rate", "lada/reward")
+LADA_EXTRAS = ("lada/own_share", "lada/own_base_rate", "lada/own_possible", "lada/reward")
 
 
 def own_domain_rounds(selections: list[dict], rows: list[dict]) -> list[dict]:
     """Per client and round >= 1 of the down direction: picks, share of own-domain picks, the pool's
-    own-domain base rate, mean reward of the picks, and the own-test gain of that round (points).
+    own-domain base rate, the highest share with correct teacher paths (`lada.transfer.own_possible`),
+    mean reward of the picks, and the own-test gain of that round (points).
 
     Why next to each other: a filter that serves the learner should pick its own domains above their
     base rate, and a reward that means something should rise with the round's own-test gain. The
@@ -186,7 +187,8 @@ def own_domain_rounds(selections: list[dict], rows: list[dict]) -> list[dict]:
         reward = e.get("lada/reward", sum(s["reward"] for s in picks) / len(picks) if picks else None)
         gain = 100 * (own[(c, t)] - own[(c, t - 1)]) if (c, t) in own and (c, t - 1) in own else None
         out.append({"client": c, "round": t, "picks": len(picks), "own_share": share,
-                    "own_base_rate": e.get("lada/own_base_rate"), "reward": reward, "gain_points": gain})
+                    "own_base_rate": e.get("lada/own_base_rate"), "own_possible": e.get("lada/own_possible"),
+                    "reward": reward, "gain_points": gain})
     return out
 
 
@@ -208,14 +210,19 @@ def _own_domain_tables(selections: list[dict], rows: list[dict]) -> list[str]:
     def cell(x, fmt: str) -> str:
         return "–" if x is None else format(x, fmt)
 
-    header = ["client", "round", "picks", "own-domain picks %", "own-domain in pool %", "mean reward", "own-test gain (points)"]
-    body = [[r["client"], str(r["round"]), str(r["picks"]), cell(None if r["own_share"] is None else 100 * r["own_share"], ".0f"),
-             cell(None if r["own_base_rate"] is None else 100 * r["own_base_rate"], ".0f"), cell(r["reward"], ".3f"),
-             cell(r["gain_points"], "+.1f")] for r in per_round]
+    def pct(x) -> str:
+        return cell(None if x is None else 100 * x, ".0f")
+
+    header = ["client", "round", "picks", "own-domain picks %", "own-domain in pool %", "possible %", "mean reward",
+              "own-test gain (points)"]
+    body = [[r["client"], str(r["round"]), str(r["picks"]), pct(r["own_share"]), pct(r["own_base_rate"]),
+             pct(r["own_possible"]), cell(r["reward"], ".3f"), cell(r["gain_points"], "+.1f")] for r in per_round]
     lines = [
         "", "Own-domain picks (down direction), per client and round: the share of the picks from one of the "
-        "learner's own domains against that share in the candidate pool, the picks' mean reward, and the "
-        "client's own-test gain that round (own accuracy at round t minus round t−1):", "",
+        "learner's own domains against that share in the candidate pool and against the highest share with "
+        "no wrong teacher path (*possible*: own-domain candidates the teacher got right, over the budget), "
+        "the picks' mean reward, and the client's own-test gain that round (own accuracy at round t minus "
+        "round t−1):", "",
         markdown_table(header, body),
     ]
     known = [r for r in per_round if _known(r["reward"]) and _known(r["gain_points"])]
