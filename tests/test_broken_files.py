@@ -89,7 +89,7 @@ def test_a_truncated_or_missing_safetensors_file_is_named_on_resume(one_round_ru
         Runner(cfg, old).run(resume=True)
 
 
-def test_a_checkpoint_from_another_config_is_refused_but_runtime_may_change(one_round_run):
+def test_a_checkpoint_from_another_config_is_refused_but_runtime_and_unread_keys_may_change(one_round_run):
     cfg, out = one_round_run
     other = _copy(out, "other")
     changed = cfg.model_copy(deep=True)
@@ -103,8 +103,11 @@ def test_a_checkpoint_from_another_config_is_refused_but_runtime_may_change(one_
                                             "--set", "round.transfer.steps=6"]))
     assert "the given config differs" in line and "(round.transfer.steps: 5 -> 6); drop CONFIG/--set" in line
     assert _files(out) == before
+    # neither may a key the method never reads: distill has no LaDa and never trains the server
     faster = cfg.model_copy(deep=True)
     faster.runtime.eval_batch_size = 32
+    faster.lada.reward = "nll_drop" if cfg.lada.reward != "nll_drop" else "heldout"
+    faster.server.transfer_lr = 1e-5
     faster.rounds = 1
     rows = Runner(faster, _copy(out, "runtime")).run(resume=True)
     assert max(r["round"] for r in rows) == 1

@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 from fedlada import compare as cmp
 from fedlada.cli import app
 from fedlada.compare import schedule
-from fedlada.compare.planning import _config_difference, plan
+from fedlada.compare.planning import plan
+from fedlada.methods import results_difference
 from fedlada.compare.render import server_domain_grids, transfer_line, write_compare
 from fedlada.compare.results import aggregate, lada_vs_host, own_share_summary, own_shares, run_values
 from fedlada.compare.testbed import oracle_gap, scenario_check, transfer_rule
@@ -178,7 +179,7 @@ def test_compare_cli_rejects_bad_input_in_one_line(tmp_path, tiny_config_dict):
     other = {**tiny_config_dict, "rounds": 5}
     saved.joinpath("config.yaml").write_text(yaml.safe_dump(other))
     res = runner.invoke(app, [*base, "--methods", "distill"])
-    assert res.exit_code == 2 and "holds a run of another config (rounds: 5 there, 2 asked)" in one_line(res.output)
+    assert res.exit_code == 2 and "holds a run of another config (rounds: 5 -> 2)" in one_line(res.output)
 
 
 def test_compare_end_to_end_then_reuses_finished_runs(tmp_path, tiny_config_dict):
@@ -222,21 +223,21 @@ def test_a_saved_run_differs_only_where_results_could(tiny_config_dict):
         return config_from_dict({**tiny_config_dict, **kw})
 
     slow = {**tiny_config_dict["server"], "transfer_lr": 3e-4}
-    assert _config_difference(cfg(), cfg(server=slow)) is None  # distill: the server only teaches
-    assert _config_difference(cfg(method="fedmkt"), cfg(method="fedmkt", server=slow)) == (
-        "server.transfer_lr: None there, 0.0003 asked")
-    assert _config_difference(cfg(runtime={"threads": 2}), cfg()) is None
-    assert _config_difference(cfg(lada={"reward": "heldout"}), cfg(lada={"reward": "nll_drop"})) is None  # no LaDa
+    assert results_difference(cfg(), cfg(server=slow)) is None  # distill: the server only teaches
+    assert results_difference(cfg(method="fedmkt"), cfg(method="fedmkt", server=slow)) == (
+        "server.transfer_lr: None -> 0.0003")
+    assert results_difference(cfg(runtime={"threads": 2}), cfg()) is None
+    assert results_difference(cfg(lada={"reward": "heldout"}), cfg(lada={"reward": "nll_drop"})) is None  # no LaDa
     lada = {"method": "distill+lada"}
     for rule in ("oracle", "random"):  # a fixed selection rule only logs the reward
-        assert _config_difference(cfg(**lada, lada={"filter": rule, "reward": "heldout"}),
+        assert results_difference(cfg(**lada, lada={"filter": rule, "reward": "heldout"}),
                                   cfg(**lada, lada={"filter": rule, "reward": "nll_drop"})) is None
-    assert _config_difference(cfg(**lada, lada={"reward": "heldout"}), cfg(**lada, lada={"reward": "nll_drop"})) == (
-        "lada.reward: 'heldout' there, 'nll_drop' asked")  # the learned filter learns from it
+    assert results_difference(cfg(**lada, lada={"reward": "heldout"}), cfg(**lada, lada={"reward": "nll_drop"})) == (
+        "lada.reward: 'heldout' -> 'nll_drop'")  # the learned filter learns from it
     up = {"host_up": "up_picks", "up_loss": "lada", "up_reward": "nll_drop", "up_budget": 7, "up_min_pairs": 1}
-    assert _config_difference(cfg(**lada, lada=up), cfg(**lada)) is None  # distill+lada never trains the server
-    assert _config_difference(cfg(method="fedmkt+lada", lada={"host_up": "up_picks"}), cfg(method="fedmkt+lada")) == (
-        "lada.host_up: 'up_picks' there, 'pool' asked")
+    assert results_difference(cfg(**lada, lada=up), cfg(**lada)) is None  # distill+lada never trains the server
+    assert results_difference(cfg(method="fedmkt+lada", lada={"host_up": "up_picks"}), cfg(method="fedmkt+lada")) == (
+        "lada.host_up: 'up_picks' -> 'pool'")
 
 
 def test_lada_vs_host_pairs_by_seed():

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fedlada.config import ConfigError, RunConfig, config_from_dict, load_config
-from fedlada.errors import FedladaError, config_difference
+from fedlada.errors import FedladaError
 
 console = Console(width=None if sys.stdout.isatty() else 140)  # tables stay readable when piped to a log
 
@@ -67,7 +67,7 @@ def resolve_run(config: Optional[str], overrides: list[str], out: Optional[Path]
     which a given CONFIG/--set may only restate (apart from `runtime`)."""
     import yaml
 
-    from fedlada.methods import check  # the hosts and models: only once a run is asked for
+    from fedlada.methods import check, results_difference  # the hosts and models: only once a run is asked for
 
     cfg = check(load_config(config, overrides))
     out = out or Path("runs") / f"{cfg.name}-{cfg.method}-seed{cfg.seed}"
@@ -78,8 +78,7 @@ def resolve_run(config: Optional[str], overrides: list[str], out: Optional[Path]
         except (ConfigError, yaml.YAMLError) as err:
             raise ConfigError(f"--resume: {saved_path} is not a valid config ({str(err).splitlines()[0]})") from None
         if config or overrides:
-            # `runtime` (device, threads, audit, failure policy) may change on resume; the rest may not
-            diff = config_difference(saved.model_dump(mode="json", by_alias=True), cfg.model_dump(mode="json", by_alias=True))
+            diff = results_difference(saved, cfg)
             if diff:
                 raise ConfigError(f"--resume: the given config differs from {saved_path} ({diff}); drop CONFIG/--set "
                                   "to resume it as saved")

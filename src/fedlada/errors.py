@@ -34,21 +34,3 @@ class PrivacyViolation(FedladaError):
 
 class TLSError(FedladaError):
     """TLS files that do not belong together."""
-
-
-def config_difference(old: dict, new: dict, ignore: tuple[str, ...] = ("runtime",), _prefix: str = "") -> str | None:
-    """The first key at which two config dumps differ, as `key: old -> new`; None if equal.
-
-    Top-level keys in `ignore` (by default `runtime`: device, threads, batch sizes for evaluation,
-    the audit and failure policy) may change between a run and its resume."""
-    for key in dict.fromkeys([*old, *new]):
-        if not _prefix and key in ignore:
-            continue
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            found = config_difference(a, b, ignore, f"{_prefix}{key}.")
-            if found:
-                return found
-        elif a != b:
-            return f"{_prefix}{key}: {a!r} -> {b!r}"
-    return None

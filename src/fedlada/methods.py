@@ -32,6 +32,48 @@ def check(cfg: RunConfig) -> RunConfig:
     return cfg
 
 
+# LaDa's keys that only a method that trains the server reads
+UP_DIRECTION = {"host_up", "up_loss", "up_reward", "up_budget", "up_min_pairs"}
+
+
+def results_difference(saved: RunConfig, wanted: RunConfig) -> str | None:
+    """The first key, as `key: saved -> wanted`, where the two configs could give different results; None
+    if they cannot. A resumed run and a reused compare run are held to it, so that neither refuses a change
+    the method never reads: the runtime settings, the server's transfer rate and LaDa's up-direction
+    settings where the method never trains the server, LaDa's settings where the method has no LaDa, and
+    LaDa's reward and EE-Net's cold start under a fixed selection rule (oracle, random, loss, none: the
+    reward is only logged)."""
+    exclude: dict = {"runtime": True}
+    lada: set[str] = set()
+    if not METHODS[wanted.method].server_learns:
+        exclude["server"] = {"transfer_lr"}
+        lada |= UP_DIRECTION
+    if not wanted.method.endswith("+lada"):
+        exclude["lada"] = True
+    else:
+        if wanted.lada.filter != "eenet" and saved.lada.filter == wanted.lada.filter:
+            lada |= {"reward", "cold_start"}
+        if lada:
+            exclude["lada"] = lada
+    a = dict(_flat(saved.model_dump(mode="json", by_alias=True, exclude=exclude)))
+    b = dict(_flat(wanted.model_dump(mode="json", by_alias=True, exclude=exclude)))
+    for key in dict.fromkeys([*a, *b]):
+        if a.get(key, "<unset>") != b.get(key, "<unset>"):
+            return f"{key}: {a.get(key, '<unset>')!r} -> {b.get(key, '<unset>')!r}"
+    return None
+
+
+def _flat(d, prefix=""):
+    if isinstance(d, dict):
+        for k, v in d.items():
+            yield from _flat(v, f"{prefix}{k}.")
+    elif isinstance(d, list):
+        for i, v in enumerate(d):
+            yield from _flat(v, f"{prefix}{i}.")
+    else:
+        yield prefix.rstrip("."), d
+
+
 def build_host(cfg: RunConfig) -> Host:
     return METHODS[check(cfg).method](cfg)
 

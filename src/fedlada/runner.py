@@ -22,14 +22,14 @@ import torch
 from transformers.utils import logging as hf_logging
 
 from fedlada.config import ConfigError, RunConfig, config_from_dict, default_cache_dir, dump_config
-from fedlada.errors import CheckpointError, FedladaError, config_difference
+from fedlada.errors import CheckpointError, FedladaError
 from fedlada.federation.audit import auditor_for
 from fedlada.federation.channel import Channel
 from fedlada.federation.fit import checked_data
 from fedlada.federation.messages import Evaluate, Prepare
 from fedlada.federation.participants import Client, Server, torch_device
 from fedlada.hosts import RoundContext
-from fedlada.methods import build_host, register_protocol
+from fedlada.methods import build_host, register_protocol, results_difference
 from fedlada.progress import UI
 
 hf_logging.disable_progress_bar()  # per-save "Writing model shards" bars would drown our progress
@@ -182,10 +182,11 @@ class Runner:
             except yaml.YAMLError:
                 raise CheckpointError(f"{saved}: invalid YAML; {hint}") from None
             try:  # through the schema, so a key added since the checkpoint counts as its default
-                old = config_from_dict(old or {}).model_dump(mode="json", by_alias=True)
-            except ConfigError:
-                pass  # a key removed since: compare as written
-            diff = config_difference(old or {}, self.cfg.model_dump(mode="json", by_alias=True))
+                old = config_from_dict(old or {})
+            except ConfigError as err:  # a key removed or a value refused since
+                raise CheckpointError(f"checkpoint {path}: its config {saved} no longer loads "
+                                      f"({str(err).splitlines()[0]}); {hint}") from None
+            diff = results_difference(old, self.cfg)
             if diff:
                 raise CheckpointError(
                     f"checkpoint {path} was written by a different config ({diff}); resume with the saved "

@@ -16,12 +16,12 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable
 
 import yaml
 
 from fedlada.config import PACKAGED_CONFIGS, ConfigError, RunConfig, config_from_dict, load_config
-from fedlada.methods import METHODS
+from fedlada.methods import results_difference
 from fedlada.report import read_rows
 
 SCENARIOS = PACKAGED_CONFIGS / "scenarios"
@@ -158,46 +158,6 @@ class Job:
         return "partial" if has else "new"
 
 
-# LaDa's keys that only a method that trains the server reads
-UP_DIRECTION = {"host_up", "up_loss", "up_reward", "up_budget", "up_min_pairs"}
-
-
-def _flat(d, prefix=""):
-    if isinstance(d, dict):
-        for k, v in d.items():
-            yield from _flat(v, f"{prefix}{k}.")
-    elif isinstance(d, list):
-        for i, v in enumerate(d):
-            yield from _flat(v, f"{prefix}{i}.")
-    else:
-        yield prefix.rstrip("."), d
-
-
-def _config_difference(saved: RunConfig, wanted: RunConfig) -> Optional[str]:
-    """The first differing key, or None. Keys that cannot change the run's results are left out: the
-    runtime settings, the server's transfer rate and LaDa's up-direction settings where the method never
-    trains the server, LaDa's settings where the method has no LaDa, and LaDa's reward and EE-Net's cold
-    start under a fixed selection rule (oracle, random, loss, none: the reward is only logged)."""
-    exclude: dict = {"runtime": True}
-    lada: set[str] = set()
-    if not METHODS[wanted.method].server_learns:
-        exclude["server"] = {"transfer_lr"}
-        lada |= UP_DIRECTION
-    if not wanted.method.endswith("+lada"):
-        exclude["lada"] = True
-    else:
-        if wanted.lada.filter != "eenet" and saved.lada.filter == wanted.lada.filter:
-            lada |= {"reward", "cold_start"}
-        if lada:
-            exclude["lada"] = lada
-    a = dict(_flat(saved.model_dump(mode="json", exclude=exclude)))
-    b = dict(_flat(wanted.model_dump(mode="json", exclude=exclude)))
-    for key in sorted(set(a) | set(b)):
-        if a.get(key, "<unset>") != b.get(key, "<unset>"):
-            return f"{key}: {a.get(key, '<unset>')!r} there, {b.get(key, '<unset>')!r} asked"
-    return None
-
-
 def default_layout(out: Path, variant: Variant, seed: int) -> Path:
     return out / variant.dirname / f"seed-{seed}"
 
@@ -224,7 +184,7 @@ def plan(
             d = layout(out, v, s)
             saved = d / "config.yaml"
             if saved.exists():
-                diff = _config_difference(config_from_dict(yaml.safe_load(saved.read_text())), cfg)
+                diff = results_difference(config_from_dict(yaml.safe_load(saved.read_text())), cfg)
                 if diff:
                     raise ConfigError(f"{d} holds a run of another config ({diff}); pass another --out or remove it")
             jobs.append(Job(v, s, d, cfg, scenario, sets))
