@@ -113,22 +113,39 @@ def test_a_checkpoint_from_another_config_is_refused_but_runtime_and_unread_keys
     assert max(r["round"] for r in rows) == 1
 
 
-def test_a_checkpoint_from_before_a_new_config_key_resumes(one_round_run):
-    """A saved config without a key added since (here lada.anchor) is the same config: the key's default."""
-    cfg, out = one_round_run
-    older = _copy(out, "older")
-    saved = yaml.safe_load((older / "config.yaml").read_text())
-    del saved["lada"]["anchor"]
-    (older / "config.yaml").write_text(yaml.safe_dump(saved))
-    for ckpt in (older / "checkpoints").glob("round-*"):
-        if (ckpt / "config.yaml").exists():  # as that older version wrote it, manifest included
+def _rewrite_saved_config(run: Path, edit) -> None:
+    """The run's saved config as `edit` changes it, in the run directory and in its checkpoints (as an
+    older or newer version would have written it, manifest included)."""
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    edit(saved)
+    (run / "config.yaml").write_text(yaml.safe_dump(saved))
+    for ckpt in (run / "checkpoints").glob("round-*"):
+        if (ckpt / "config.yaml").exists():
             (ckpt / "config.yaml").write_text(yaml.safe_dump(saved))
             state = json.loads((ckpt / "state.json").read_text())
             state["files"]["config.yaml"] = (ckpt / "config.yaml").stat().st_size
             (ckpt / "state.json").write_text(json.dumps(state))
+
+
+def test_a_checkpoint_from_before_a_new_config_key_resumes(one_round_run):
+    """A saved config without a key added since (here lada.anchor) is the same config: the key's default."""
+    cfg, out = one_round_run
+    older = _copy(out, "older")
+    _rewrite_saved_config(older, lambda saved: saved["lada"].pop("anchor"))
     again = cfg.model_copy(deep=True)
     again.rounds = 1
     assert max(r["round"] for r in Runner(again, older).run(resume=True)) == 1
+
+
+def test_a_checkpoint_whose_config_no_longer_loads_is_refused_by_name(one_round_run):
+    """A saved key this version no longer has cannot be read as any config: refuse it, saying so."""
+    cfg, out = one_round_run
+    newer = _copy(out, "newer")
+    _rewrite_saved_config(newer, lambda saved: saved["round"].update(warmup=3))
+    before = _files(newer)
+    with pytest.raises(CheckpointError, match=r"its config .*config.yaml no longer loads \(round.warmup: unknown key"):
+        Runner(cfg, newer).run(resume=True)
+    assert _files(newer) == before
 
 
 def test_an_interrupted_checkpoint_write_leaves_the_previous_one_usable(tiny_config_dict, tmp_path):
