@@ -1,8 +1,8 @@
 """`tiny-*` presets: from-scratch causal LMs that train in seconds to minutes on a CPU.
 
-Sizes follow the measured quickstart (docs/quickstart.md): `tiny-llama-l` is the server (~0.87M parameters),
-`tiny-llama-s` / `tiny-gpt2-s` are clients (~60k / ~86k; GPT-2's learned position table is most of the
-difference). Architectures and tokenizers differ across presets so that the default scenario is
+Sizes follow the measured quickstart (docs/quickstart.md): `tiny-llama-m` is the server (~167k parameters;
+`tiny-llama-l`, ~0.87M, trains too slowly for it on 2 CPU cores), `tiny-llama-s` / `tiny-gpt2-s` are clients
+(~60k / ~88k; GPT-2's learned position table is most of the difference). Architectures and tokenizers differ across presets so that the default scenario is
 heterogeneous. Embeddings are tied (the vocabulary is tiny, a second table would only add parameters)
 and dropout is off (these models underfit; dropout would also make training depend on RNG state).
 """
