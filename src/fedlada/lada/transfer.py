@@ -177,7 +177,7 @@ def choose(learner, selector, offered: list[Offered], budget: int, round_: int) 
 
 def own_possible(own: np.ndarray, path_correct: np.ndarray, budget: int) -> float:
     """The highest own-domain share of `budget` picks that takes no wrong teacher path: where the teacher is
-    weak on the learner's domain (DESIGN's knowledge the server lacks), fewer own-domain paths are right
+    weak on the learner's domain (the testbed's condition (d), docs/results.md), fewer own-domain paths are right
     than the budget holds, and this, not the base rate, bounds a filter that serves the learner."""
     k = min(budget, len(own))
     return min(k, int((own & path_correct).sum())) / k if k else 0.0
