@@ -12,11 +12,11 @@ from fedlada import compare as cmp
 from fedlada.cli import app
 from fedlada.compare import schedule
 from fedlada.compare.planning import plan
-from fedlada.methods import results_difference
 from fedlada.compare.render import server_domain_grids, transfer_line, write_compare
 from fedlada.compare.results import aggregate, lada_vs_host, own_share_summary, own_shares, run_values
 from fedlada.compare.testbed import oracle_gap, scenario_check, transfer_rule
 from fedlada.config import ConfigError, config_from_dict, dump_config
+from fedlada.methods import results_difference
 
 runner = CliRunner()
 

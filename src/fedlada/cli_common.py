@@ -64,7 +64,8 @@ def accuracy_table(rows: list[dict], title: str) -> Table:
 
 def resolve_run(config: Optional[str], overrides: list[str], out: Optional[Path], resume: bool) -> tuple[RunConfig, Path]:
     """The run's config (checked against its method) and directory; with `resume`, the saved config,
-    which a given CONFIG/--set may only restate (apart from `runtime`)."""
+    which a given CONFIG/--set may only restate where it could change the results
+    (`fedlada.methods.results_difference`: not `runtime`, nor keys the method never reads)."""
     import yaml
 
     from fedlada.methods import check, results_difference  # the hosts and models: only once a run is asked for
