@@ -51,3 +51,10 @@ def test_lada_lambda_is_settable_by_its_paper_name_and_saved_under_it():
     cfg = load_config(None, ["method=distill+lada", "lada.lambda=0.5", "lada.filter=random"])
     assert cfg.lada.lambda_ == 0.5 and cfg.lada.filter == "random"
     assert "lambda: 0.5" in dump_config(cfg)
+
+
+def test_the_quickstart_is_the_standard_testbed_under_its_own_name():
+    """README and docs/quickstart.md report the quickstart's testbed check as standard's config: they must not drift."""
+    quick, standard = load_config("quickstart", []), load_config("scenarios/standard", [])
+    assert quick.name == "quickstart" and standard.name == "standard"
+    assert quick.model_copy(update={"name": "standard"}) == standard
