@@ -150,6 +150,33 @@ def test_fedcollm_lada_averages_then_distils_on_the_picks_only(tiny_config_dict,
     assert last["server", "global_test"]["fedcollm/averaged"] == 2  # FedAvg of both clients came first
 
 
+def test_the_server_takes_the_aggregate_only_where_it_fits_the_gold_solution_better(monkeypatch):
+    from fedlada.distill.align import Sparse
+    from fedlada.hosts import fedcollm
+
+    def dist(i):
+        return Sparse(np.array([[i]]), np.array([[1.0]]))
+
+    own = [dist(0), dist(1), dist(2)]
+    monkeypatch.setattr(fedcollm, "knowledge", lambda lm, r, prompts, solutions, k, bs: (None, own, np.array([1.0, 3.0, 2.0])))
+    teacher = [dist(10), dist(11), dist(12)]
+    targets, chosen = fedcollm.better_of(None, teacher, np.array([2.0, 2.0, 2.5]), ["p"] * 3, ["s"] * 3, 4, 8)
+    assert [int(t.ids[0, 0]) for t in targets] == [0, 11, 2]  # the teacher only on the sample it fits better
+    assert chosen == pytest.approx(1 / 3)
+
+
+@pytest.mark.parametrize("up_teacher", ["better", "always"])
+def test_fedcollm_lada_gates_the_aggregate_by_default(tiny_config_dict, tmp_path, up_teacher):
+    d = dict(tiny_config_dict, method="fedcollm+lada", rounds=1)
+    d["clients"] = [{"model": {"name": "tiny-llama-xs", "init_group": "slm"}, "base": d["clients"][0]["base"]}] * 2
+    rows = Runner(config_from_dict(_lada_dict(d, up_teacher=up_teacher)), tmp_path / up_teacher).run()
+    server = next(r for r in rows if r["round"] == 1 and r["participant"] == "server" and r["split"] == "global_test")
+    if up_teacher == "better":
+        assert 0.0 <= server["fedcollm/teacher_chosen"] <= 1.0
+    else:  # FedCoLLM as published: the aggregate's distribution on every sample, nothing chosen
+        assert "fedcollm/teacher_chosen" not in server
+
+
 def test_server_paths_that_reproduce_private_text_are_not_offered(tiny_config_dict, tmp_path, monkeypatch):
     from fedlada.federation.channel import Channel
 

@@ -175,6 +175,13 @@ class LadaConfig(_Strict):
         "knowledge (its own distributions and the gold solution), every other candidate of the round, so "
         "the server keeps the host's anchor on all public data while the clients answer only on the picks"
     )
+    up_teacher: Literal["better", "always"] = Field(
+        "better", description="under X+lada, what a host's distillation into the server (FedCoLLM's, from the "
+        "aggregate) takes from its teacher: better = per sample, the teacher's distribution only where its "
+        "cross-entropy on the gold solution is below the server's own, else the server's own (FedMKT's "
+        "`greater` selection: the server learns only what it lacks); always = the host's distillation as "
+        "published. FedMKT selects by fedmkt.strategy either way"
+    )
     up_loss: Literal["lada", "none"] | None = Field(
         None, description="up direction: lada = after the host's own loss, the server trains lada.loss (DARD, or "
         "SFT) on the up pairs; none = the server learns from F_k^up's picks only through the host's own loss "

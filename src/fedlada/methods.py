@@ -33,7 +33,7 @@ def check(cfg: RunConfig) -> RunConfig:
 
 
 # LaDa's keys that only a method that trains the server reads
-UP_DIRECTION = {"host_up", "up_loss", "up_reward", "up_budget", "up_min_pairs"}
+UP_DIRECTION = {"host_up", "up_loss", "up_reward", "up_budget", "up_min_pairs", "up_teacher"}
 
 
 def results_difference(saved: RunConfig, wanted: RunConfig) -> str | None:

@@ -105,12 +105,16 @@ class Exchange:
     """Which public samples each (server, client) pair exchanges in one round: `down[k]` the ids the
     server teaches client k on, `up[k]` the ids client k teaches the server on (both in pool order).
     `server_also`: ids the host's loss teaches the server on with no client's knowledge (its own
-    distributions and the gold solution), beside the `up` ones."""
+    distributions and the gold solution), beside the `up` ones. `server_selective`: a host that distils
+    a teacher into the server takes the teacher's distribution only on the samples whose gold solution
+    it fits better than the server's own (FedMKT's `greater` selection), so that the server learns only
+    what it lacks; the hosts' own choice is False, LaDa's `lada.up_teacher`."""
 
     pool: list[Example]
     down: dict[int, list[str]]
     up: dict[int, list[str]]
     server_also: list[str] = field(default_factory=list)
+    server_selective: bool = False
 
     @classmethod
     def everything(cls, pool: list[Example], clients: list[int], up: bool) -> Exchange:

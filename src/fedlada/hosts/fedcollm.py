@@ -9,7 +9,11 @@ Each round, after the clients' local SFT on private data:
    before either learns (top-k, moved across tokenizers as in FedMKT when the two differ). The
    aggregate learns on the samples of the down direction, the LLM on those of the up direction: every
    candidate for `fedcollm`; for `fedcollm+lada` the union of LaDa's down picks over the clients, and
-   for the LLM every candidate too (`lada.host_up=pool`, the default) or the up picks only (`up_picks`);
+   for the LLM every candidate too (`lada.host_up=pool`, the default) or the up picks only (`up_picks`),
+   and, by default under LaDa (`lada.up_teacher=better`), the aggregate's distribution only where it
+   fits the gold solution better than the LLM's own, which is the target elsewhere (FedMKT's
+   `greater` selection): a FedAvg of domain specialists is near 0% after round 1 and, distilled on
+   every sample, takes the LLM down with it (docs/results.md);
 3. the aggregate goes back to every client.
 
 FedAvg needs the clients to share an architecture and a starting point: the config check demands
@@ -24,10 +28,11 @@ import numpy as np
 import torch
 
 from fedlada.config import ParticipantConfig, RunConfig
+from fedlada.distill.align import Sparse
 from fedlada.federation.messages import Arrays, Message, Report
 from fedlada.federation.participants import Client, init_seed
 from fedlada.hosts.base import Exchange, Host, RoundContext
-from fedlada.hosts.fedmkt import KDPhase, knowledge, learn, receive
+from fedlada.hosts.fedmkt import KDPhase, fuse, knowledge, learn, receive
 from fedlada.models import LM, load_model
 from fedlada.progress import UI
 
@@ -67,6 +72,15 @@ def fedavg(states: list[dict[str, np.ndarray]], weights: list[float]) -> dict[st
         raise ValueError(f"fedavg: {len(states)} states for {len(weights)} weights")
     w = np.asarray(weights, dtype=np.float64) / float(np.sum(weights))
     return {k: sum(wi * s[k].astype(np.float64) for wi, s in zip(w, states)).astype(states[0][k].dtype) for k in states[0]}
+
+
+def better_of(lm: LM, teacher: list[Sparse], teacher_ce: np.ndarray, prompts: list[str], solutions: list[str],
+              top_k: int, batch_size: int) -> tuple[list[Sparse], float]:
+    """Per sample, the teacher's distribution (on `lm`'s tokens) where its cross-entropy on the gold solution
+    is below `lm`'s own, else `lm`'s own, which anchors `lm` where the teacher has nothing to add; and the
+    share of samples that took the teacher's."""
+    _, own, own_ce = knowledge(lm, 0, prompts, solutions, top_k, batch_size)
+    return fuse([[(o, oc), (t, tc)] for o, oc, t, tc in zip(own, own_ce, teacher, teacher_ce)], "greater")
 
 
 @dataclass
@@ -126,10 +140,14 @@ class FedCoLLM(Host):
             if not samples:
                 continue
             # the teacher's distributions are taken before either model learns
-            teacher_k, _, _ = knowledge(teacher, ctx.round, prompts, solutions, co.top_k, bs)
+            teacher_k, _, teacher_ce = knowledge(teacher, ctx.round, prompts, solutions, co.top_k, bs)
             targets = receive(teacher_k, learner.lm, solutions, server.cache_dir)
-            pending.append((learner, KDPhase("fedcollm", prompts, solutions, targets, 1.0, co.kd_weight)))
-        for learner, phase in pending:
-            stats = learn(learner, ctx.round, phase)
+            stats = {}
+            if learner is server and exchange.server_selective:
+                targets, chosen = better_of(server.lm, targets, teacher_ce, prompts, solutions, co.top_k, bs)
+                stats = {"fedcollm/teacher_chosen": chosen}
+            pending.append((learner, stats, KDPhase("fedcollm", prompts, solutions, targets, 1.0, co.kd_weight)))
+        for learner, stats, phase in pending:
+            stats = {**stats, **learn(learner, ctx.round, phase)}
             ctx.record("server", stats if learner is server else {f"aggregate/{k}": v for k, v in stats.items()})
         self.deliver(ctx)

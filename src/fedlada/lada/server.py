@@ -136,7 +136,8 @@ class Lada:
         private = ctx.channel.private_matches([c.path for c in candidates])
         candidates = [c for c, hit in zip(candidates, private) if hit is None]
         ctx.record("server", {"lada/withheld_private": float(sum(hit is not None for hit in private))})
-        ex = LadaExchange(pool, {}, {}, candidates={c.sample_id: c for c in candidates})
+        ex = LadaExchange(pool, {}, {}, server_selective=self.cfg.lada.up_teacher == "better",
+                          candidates={c.sample_id: c for c in candidates})
         for i, pair_offer in ctx.call_active(lambda i: Candidates(ctx.round, candidates, self.up)).items():
             ex.down[i] = pair_offer.picks
             ex.references[i] = teacher_references(server, pair_offer.needs_reference)
