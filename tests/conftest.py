@@ -45,6 +45,26 @@ def tiny_config_dict(tmp_path):
     }
 
 
+@pytest.fixture
+def teacher_half_right(monkeypatch):
+    """The tiny server's own paths are all wrong after its 30 base steps, and LaDa's down filter chooses
+    among correct server paths only: here the server writes the gold solution on every other candidate
+    (its own wrong path on the rest), so both directions have something to exchange."""
+    from fedlada.federation.participants import Server
+
+    generate = Server.teacher_paths
+
+    def half_right(self, round_, pool):
+        msg, stats = generate(self, round_, pool)
+        gold = {e.id: e.solution for e in pool}
+        for i, sid in enumerate(msg.sample_ids):
+            if i % 2 == 0:
+                msg.paths[i], msg.correct[i] = gold[sid], True
+        return msg, {**stats, "paths/correct": sum(msg.correct) / max(1, len(msg.correct))}
+
+    monkeypatch.setattr(Server, "teacher_paths", half_right)
+
+
 class Interrupt(Exception):
     pass
 

@@ -53,7 +53,7 @@ def _client_weights(out, name):
 
 
 @pytest.mark.parametrize("method", ["fedcollm", "fedcollm+lada"])
-def test_fedcollm_tiny_runs(tiny_config_dict, tmp_path, method):
+def test_fedcollm_tiny_runs(tiny_config_dict, tmp_path, method, teacher_half_right):
     cfg = config_from_dict(_homogeneous(dict(tiny_config_dict, method=method)))
     out = tmp_path / method
     rows = Runner(cfg, out).run()

@@ -96,7 +96,8 @@ def _lada_dict(d, **lada):
     return dict(d, lada={"budget": 8, "up_budget": 3, "up_min_pairs": 1, **lada})
 
 
-def test_fedmkt_lada_sends_fedmkt_knowledge_on_exactly_the_picks(tiny_config_dict, tmp_path, monkeypatch):
+def test_fedmkt_lada_sends_fedmkt_knowledge_on_exactly_the_picks(tiny_config_dict, tmp_path, monkeypatch,
+                                                                 teacher_half_right):
     calls = _spy(monkeypatch)
     cfg = config_from_dict(_lada_dict(dict(tiny_config_dict, method="fedmkt+lada")))
     rows = Runner(cfg, tmp_path / "mkt").run()
@@ -121,7 +122,8 @@ def test_fedmkt_lada_sends_fedmkt_knowledge_on_exactly_the_picks(tiny_config_dic
 
 
 @pytest.mark.parametrize("host_up", ["up_picks", "pool"])
-def test_fedcollm_lada_averages_then_distils_on_the_picks_only(tiny_config_dict, tmp_path, monkeypatch, host_up):
+def test_fedcollm_lada_averages_then_distils_on_the_picks_only(tiny_config_dict, tmp_path, monkeypatch, host_up,
+                                                              teacher_half_right):
     from fedlada.hosts import fedcollm
 
     calls = _spy(monkeypatch)

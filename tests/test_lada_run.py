@@ -20,7 +20,7 @@ def _key(rows):
 
 
 @pytest.fixture
-def lada_config(tiny_config_dict):
+def lada_config(tiny_config_dict, teacher_half_right):
     tiny_config_dict["method"] = "distill+lada"
     tiny_config_dict["lada"] = {"budget": 6, "up_budget": 4}
     return tiny_config_dict
@@ -41,8 +41,7 @@ def test_distill_lada_logs_every_selection_with_a_reward(lada_config, tmp_path, 
                 assert low <= r["reward"] <= 1.0 and len(r["features"]) == 6 + cfg.lada.embedding_dim
                 assert isinstance(r["own_domain"], bool)
                 assert r["f1"] is not None and r["f2"] is not None
-                if not r["teacher_correct"]:
-                    assert r["reward"] == low  # no correct target, nothing learnable: the reward's minimum
+                assert r["teacher_correct"]  # the filter chooses among correct server paths only
     assert not [r for r in sel if r["direction"] == "up"]  # distill does not train the server
     assert {r["domain"] for r in sel} <= {"add", "sub", "mul"}
     text = write_report(tmp_path / "run").read_text()
@@ -72,9 +71,10 @@ def test_standalone_lada_runs_both_directions(lada_config, tmp_path):
         r["bytes_sent"] for r in rows if r["round"] == 1 and r["role"] == "client" and r["split"] == "global_test")
 
 
-def test_client_learns_from_correct_teacher_paths_and_rewards_them(lada_config, tmp_path):
-    """One LaDa exchange with a perfect 'teacher' (gold solutions) and some wrong paths: the client's
-    rewards are positive where it had a correct target to learn and exactly 0 where it had none."""
+def test_client_picks_only_correct_teacher_paths_learns_from_them_and_rewards_them(lada_config, tmp_path):
+    """One LaDa exchange with a perfect 'teacher' (gold solutions) on 12 candidates and a wrong path on 4:
+    the filter chooses among the 12 only (a wrong path makes no pair), so a budget of 12 takes exactly
+    them, the base rate it logs is over them, and the rewards are positive."""
     from fedlada.federation.messages import Prepare
     from fedlada.lada.messages import Candidate, Candidates, Reference, References
 
@@ -90,16 +90,14 @@ def test_client_learns_from_correct_teacher_paths_and_rewards_them(lada_config, 
         Candidate(e.id, e.prompt, e.answer, path, i not in wrong, 0.05, e.domain)
         for i, (e, path) in enumerate(zip(pool, paths))], False))
     assert not offer.up  # no up offer when the host does not train the server
-    ids = [e.id for e in pool]
-    assert all(ids.index(r.sample_id) not in wrong for r in offer.needs_reference)  # a wrong teacher path: no pair
+    assert sorted(offer.picks) == sorted(e.id for i, e in enumerate(pool) if i not in wrong)
+    correct = [e for i, e in enumerate(pool) if i not in wrong]
+    assert offer.values["lada/own_base_rate"] == pytest.approx(
+        sum(e.domain in client.domains for e in correct) / len(correct))
     report = client.handle(References(1, [Reference(r.sample_id, -5.0, 10, -60.0, 12) for r in offer.needs_reference]))
-    rewards = {p.sample_id: p.reward for p in report.picks}
-    assert len(rewards) == 12
-    with_target = [r for sid, r in rewards.items() if ids.index(sid) not in wrong]
-    without = [r for sid, r in rewards.items() if ids.index(sid) in wrong]
-    assert all(r == 0.0 for r in without)
-    assert with_target and sum(with_target) / len(with_target) > 0.05
-    assert report.values["dard/pairs"] + report.values["dard/sft_only"] >= len(with_target)
+    rewards = [p.reward for p in report.picks]
+    assert len(rewards) == 12 and sum(rewards) / len(rewards) > 0.05
+    assert report.values["dard/pairs"] + report.values["dard/sft_only"] >= 12
     assert client.state["filter_down"]["updates"] == 1 and "pending" not in client.state
 
 

@@ -325,7 +325,7 @@ def write_compare(
                   markdown_table(*oracle_gap_grid(entry, code=True))]
     if data["own_shares"]:
         parts += ["", "Own-domain share of each LaDa variant's down picks from round 2 on, per seed: the lowest share over "
-                  "(client, round) cells, as a multiple of the candidate pool's own-domain share (its base rate), the lowest "
+                  "(client, round) cells, as a multiple of the own-domain share of the filter's pool (the candidates with a correct teacher path; its base rate), the lowest "
                   "share as a fraction of the highest one a filter reaches with no wrong teacher path (*possible*: the "
                   "own-domain candidates the teacher got right, over the budget; where it lies under twice the base rate, "
                   "no such filter can reach twice it), and how many cells reach twice the base rate:", "",

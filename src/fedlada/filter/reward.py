@@ -45,7 +45,8 @@ def heldout_alignment_reward(cosines: np.ndarray, has_target: np.ndarray) -> np.
     not out-score the picks that pull slightly away from the own task (at 0 it would, and the filter
     learned to pick wrong teacher paths: 178 of a client's 300 picks in round 2 of `standard`, seed 0).
     But the cosines that matter, own-domain against other picks, differ by a few hundredths, and a -1
-    next to them makes "the teacher path is correct" the only thing the filter's regression can see."""
+    next to them makes "the teacher path is correct" the only thing the filter's regression can see. (Since
+    then the down filter chooses among correct teacher paths only, `lada/client.py`, so no pick lacks one.)"""
     cos = np.asarray(cosines, dtype=np.float64)
     valid = np.asarray(has_target, dtype=bool) & np.isfinite(cos)
     cos = np.clip(np.where(valid, cos, 0.0), -1.0, 1.0)

@@ -37,11 +37,16 @@ def _logps(lm, prompts: list[str], paths: list[str], batch_size: int) -> tuple[l
 def on_candidates(client: Client, msg: Candidates) -> PairOffer:
     cfg, lada = client.cfg, client.cfg.lada
     cands = msg.candidates
+    # F_k^down chooses among the server's verified paths only: a wrong path makes no DARD pair (and
+    # `distill` skips it too), so a pick of one would spend the budget on nothing
     offered = [Offered(c.sample_id, c.prompt, c.answer, c.path, c.correct, c.teacher_nll, flag=c.correct,
-                       own_domain=c.domain in client.domains) for c in cands]
-    selector = selector_for(cfg, client.state.get(FILTER), client.name, FILTER)
-    pending, values = choose(client, selector, offered, lada.budget, msg.round)
-    client.state[FILTER] = selector.state_dict()  # select moves the filter's state (scaler, generator)
+                       own_domain=c.domain in client.domains) for c in cands if c.correct]
+    if offered:
+        selector = selector_for(cfg, client.state.get(FILTER), client.name, FILTER)
+        pending, values = choose(client, selector, offered, lada.budget, msg.round)
+        client.state[FILTER] = selector.state_dict()  # select moves the filter's state (scaler, generator)
+    else:  # the server solved none of the round's candidates: it has nothing to teach this client now
+        pending, values = Pending(msg.round, []), {}
     pairs = pending.pairs()
     pending.local = own_data_pairs(client, len(pairs), msg.round) if lada.loss == "dard" else []
     client.state[PENDING] = pending.to_tree()
@@ -79,6 +84,8 @@ def _up_offer(client: Client, wrong: list) -> list[UpOffer]:
 def on_references(client: Client, msg: References) -> SelectionReport:
     cfg, lada = client.cfg, client.cfg.lada
     pending = Pending.from_tree(client.state.pop(PENDING))
+    if not pending.picks:
+        return SelectionReport([], {"lada/selected": 0.0})
     pairs = pending.pairs()
     refs = None
     if lada.ref == "teacher":  # the server's log-probs where it has them; the frozen learner's for the rest

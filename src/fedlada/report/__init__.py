@@ -219,7 +219,7 @@ def _own_domain_tables(selections: list[dict], rows: list[dict]) -> list[str]:
              pct(r["own_possible"]), cell(r["reward"], ".3f"), cell(r["gain_points"], "+.1f")] for r in per_round]
     lines = [
         "", "Own-domain picks (down direction), per client and round: the share of the picks from one of the "
-        "learner's own domains against that share in the candidate pool and against the highest share with "
+        "learner's own domains against that share in the filter's pool (the candidates with a correct teacher path) and against the highest share with "
         "no wrong teacher path (*possible*: own-domain candidates the teacher got right, over the budget), "
         "the picks' mean reward, and the client's own-test gain that round (own accuracy at round t minus "
         "round t−1):", "",
