@@ -101,6 +101,23 @@ def test_client_picks_only_correct_teacher_paths_learns_from_them_and_rewards_th
     assert client.state["filter_down"]["updates"] == 1 and "pending" not in client.state
 
 
+def test_a_server_that_solved_nothing_teaches_nothing_and_leaves_the_filter_as_it_was(lada_config, tmp_path):
+    from fedlada.federation.messages import Prepare
+    from fedlada.lada.messages import Candidate, Candidates, References
+
+    runner = Runner(config_from_dict(lada_config), tmp_path / "run")
+    client = runner.clients[0]
+    client.handle(Prepare())
+    weights = {k: v.clone() for k, v in client.lm.state_dict_cpu().items()}
+    offer = client.handle(Candidates(1, [Candidate(e.id, e.prompt, e.answer, "0+0+0=00|#### 0", False, 0.05, e.domain)
+                                         for e in runner.server.public[:8]], False))
+    assert offer.picks == [] and offer.needs_reference == []
+    report = client.handle(References(1, []))
+    assert report.picks == [] and report.values["lada/selected"] == 0
+    assert "filter_down" not in client.state and "pending" not in client.state
+    assert all(v.equal(client.lm.state_dict_cpu()[k]) for k, v in weights.items())  # no phase on nothing
+
+
 def test_a_path_that_reproduces_private_text_never_leaves_the_client(lada_config, tmp_path):
     """The learner 'writes' one of its own training solutions as its (wrong) path on a public question:
     that pair is trained with the frozen learner as reference and its text is not in the reply."""
