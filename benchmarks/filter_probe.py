@@ -34,21 +34,16 @@ from fedlada.compare import resolve_scenario  # noqa: E402
 from fedlada.config import load_config  # noqa: E402
 from fedlada.filter.eenet import EENetSelector, pool_scale  # noqa: E402
 from fedlada.filter.features import NAMES  # noqa: E402
-from fedlada.lada.client import FILTER, on_candidates, on_references  # noqa: E402
+from fedlada.lada.client import FILTER, down_offered, on_candidates, on_references  # noqa: E402
 from fedlada.lada.messages import Candidate, Candidates, References  # noqa: E402
 from fedlada.lada.server import offered_candidates, teacher_references  # noqa: E402
-from fedlada.lada.transfer import Offered, features, selector_for  # noqa: E402
+from fedlada.lada.transfer import features, selector_for  # noqa: E402
 from fedlada.report import markdown_table  # noqa: E402
 from fedlada.seeding import derive_seed  # noqa: E402
 
 
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
-def offered(client, cands: list[Candidate]) -> list[Offered]:
-    return [Offered(c.sample_id, c.prompt, c.answer, c.path, c.correct, c.teacher_nll, flag=c.correct,
-                    own_domain=c.domain in client.domains) for c in cands]
 
 
 def standardize(x: np.ndarray) -> np.ndarray:
@@ -81,7 +76,7 @@ def _auc(pos: np.ndarray, neg: np.ndarray) -> float:
 
 def probe_client(client, server, cands1: list[Candidate], cands2: list[Candidate]) -> tuple[list, dict, dict]:
     cfg, budget = client.cfg, client.cfg.lada.budget
-    off1 = offered(client, cands1)
+    off1 = down_offered(client, cands1)
     phi1 = features(client, off1)  # what `choose` computes inside on_candidates, on the same model
     reply = on_candidates(client, Candidates(1, cands1, False))
     report = on_references(client, References(1, teacher_references(server, reply.needs_reference)))
@@ -92,7 +87,7 @@ def probe_client(client, server, cands1: list[Candidate], cands2: list[Candidate
     ok1 = np.array([p.teacher_correct for p in report.picks])
     auc = _auc(r1[own1 & ok1], r1[~own1 & ok1])
 
-    off2 = offered(client, cands2)
+    off2 = down_offered(client, cands2)
     phi2 = features(client, off2)
     own2 = np.array([o.own_domain for o in off2])
     ok2 = np.array([o.path_correct for o in off2])

@@ -13,7 +13,7 @@ import time
 from fedlada.data.answers import is_correct
 from fedlada.distill.trainer import contrast_views
 from fedlada.federation.participants import Client
-from fedlada.lada.messages import Candidates, PairOffer, PickReport, References, RefRequest, SelectionReport, UpOffer
+from fedlada.lada.messages import Candidate, Candidates, PairOffer, PickReport, References, RefRequest, SelectionReport, UpOffer
 from fedlada.lada.transfer import (
     Offered,
     Pending,
@@ -34,13 +34,17 @@ def _logps(lm, prompts: list[str], paths: list[str], batch_size: int) -> tuple[l
     return [float(x) for x in logp.cpu()], [int(x) for x in ntok.cpu()]
 
 
+def down_offered(client: Client, cands: list[Candidate]) -> list[Offered]:
+    """F_k^down's pool: the candidates whose server path is verified correct. A wrong path makes no DARD
+    pair (and `distill` skips it too), so a pick of one would spend the budget on nothing."""
+    return [Offered(c.sample_id, c.prompt, c.answer, c.path, c.correct, c.teacher_nll, flag=c.correct,
+                    own_domain=c.domain in client.domains) for c in cands if c.correct]
+
+
 def on_candidates(client: Client, msg: Candidates) -> PairOffer:
     cfg, lada = client.cfg, client.cfg.lada
     cands = msg.candidates
-    # F_k^down chooses among the server's verified paths only: a wrong path makes no DARD pair (and
-    # `distill` skips it too), so a pick of one would spend the budget on nothing
-    offered = [Offered(c.sample_id, c.prompt, c.answer, c.path, c.correct, c.teacher_nll, flag=c.correct,
-                       own_domain=c.domain in client.domains) for c in cands if c.correct]
+    offered = down_offered(client, cands)
     if offered:
         selector = selector_for(cfg, client.state.get(FILTER), client.name, FILTER)
         pending, values = choose(client, selector, offered, lada.budget, msg.round)
