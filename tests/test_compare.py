@@ -582,7 +582,7 @@ def test_own_share_summary_takes_the_lowest_cell_from_round_two_against_its_base
                  "bytes_sent": 0, "bytes_received": 0, "lada/own_share": share, "lada/own_base_rate": base}
                 for (c, t), (share, base) in cells.items()]
 
-    seed0 = {("client-0", 1): (0.1, 0.3), ("client-0", 2): (0.9, 0.3), ("client-1", 2): (0.45, 0.3),
+    seed0 = {("client-0", 1): (0.1, 0.3), ("client-0", 2): (0.4, 0.1), ("client-1", 2): (0.45, 0.3),
              ("client-1", 3): (0.6, 0.3)}
     rows = lada_rows(seed0)
     assert len(own_shares(rows + rows)) == 4  # one cell per (client, round), however many splits
@@ -591,11 +591,11 @@ def test_own_share_summary_takes_the_lowest_cell_from_round_two_against_its_base
     summary = own_share_summary(results)
     assert list(summary) == ["distill+lada"]  # no filter, no row
     (cell,) = summary["distill+lada"]
-    assert cell["min_share"] == pytest.approx(0.45) and cell["min_ratio"] == pytest.approx(1.5)  # round 1 ignored
+    assert cell["min_ratio"] == pytest.approx(1.5) and (cell["client"], cell["round"], cell["share"]) == ("client-1", 2, 0.45)
     assert (cell["reached"], cell["cells"]) == (2, 3)
     assert cell["of_possible"] is None  # runs from before `lada/own_possible` was logged
 
-    possible = {("client-0", 2): 1.0, ("client-1", 2): 0.5, ("client-1", 3): 0.75}
+    possible = {("client-0", 2): 0.4, ("client-1", 2): 0.5, ("client-1", 3): 0.75}
     rows = [dict(r, **{"lada/own_possible": possible.get((r["participant"], r["round"]), 1.0)}) for r in rows]
     (cell,) = own_share_summary({"distill+lada": {"runs": [{"seed": 0, "own_shares": own_shares(rows)}]}})["distill+lada"]
     assert cell["of_possible"] == pytest.approx(0.8)  # client-1 round 3: 0.6 of 0.75 (round 2's 0.45 of 0.5 is 0.9)

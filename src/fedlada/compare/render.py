@@ -126,8 +126,9 @@ def own_share_grid(summary: dict[str, list[SeedOwnShare]], code: bool = False) -
         by_seed = {p.seed: p for p in rows}
         body.append([f"{q}{label}{q}"] + [
             "–" if s not in by_seed else
-            f"{by_seed[s].min_share:.2f} ({by_seed[s].min_ratio:.1f}× base {by_seed[s].base:.2f}"
-            f"{'' if by_seed[s].of_possible is None else f'; {by_seed[s].of_possible:.2f} of possible'}); "
+            f"{by_seed[s].min_ratio:.1f}× ({by_seed[s].client} round {by_seed[s].round}: {by_seed[s].share:.2f}, "
+            f"base {by_seed[s].base:.2f}"
+            f"{'' if by_seed[s].of_possible is None else f'; lowest {by_seed[s].of_possible:.2f} of possible'}); "
             f"{by_seed[s].reached}/{by_seed[s].cells} ≥ 2×" for s in seeds])
     return header, body
 
@@ -324,8 +325,9 @@ def write_compare(
                   "the oracle's lead over random in points. – = no run, or no gap to scale by in that seed:", "",
                   markdown_table(*oracle_gap_grid(entry, code=True))]
     if data["own_shares"]:
-        parts += ["", "Own-domain share of each LaDa variant's down picks from round 2 on, per seed: the lowest share over "
-                  "(client, round) cells, as a multiple of the own-domain share of the filter's pool (the candidates with a correct teacher path; its base rate), the lowest "
+        parts += ["", "Own-domain share of each LaDa variant's down picks from round 2 on, per seed: the (client, round) "
+                  "cell whose share is the lowest multiple of its base rate (the own-domain share of that client's filter "
+                  "pool, the candidates with a correct teacher path), with its share and base; the lowest "
                   "share as a fraction of the highest one a filter reaches with no wrong teacher path (*possible*: the "
                   "own-domain candidates the teacher got right, over the budget; where it lies under twice the base rate, "
                   "no such filter can reach twice it), and how many cells reach twice the base rate:", "",

@@ -133,19 +133,25 @@ def own_shares(rows: list[dict]) -> list[dict]:
 
 @dataclass(frozen=True, eq=False)
 class SeedOwnShare(Record):
+    """One seed's (client, round) cells from round 2 on: the cell lowest against its base rate (its client,
+    round, share and base: the bases differ by client, since each client's pool is the candidates with a
+    correct teacher path), how many cells reach twice their base, and the lowest share / possible."""
+
     seed: int
     min_ratio: float
-    min_share: float
+    client: str
+    round: int
+    share: float
+    base: float
     reached: int
     cells: int
-    base: float
     of_possible: Optional[float] = None  # the lowest share / possible share over the cells (None: not logged)
 
 
 def own_share_summary(results: dict, from_round: int = 2, factor: float = 2.0) -> dict[str, list[SeedOwnShare]]:
-    """Per LaDa variant and seed, from `from_round` on: the lowest own-domain share over (client, round) cells
-    as a multiple of the pool's base rate, and how many cells reach `factor` times it. Why the lowest: the
-    bar a domain-adaptive filter must clear is for every client, not on average."""
+    """Per LaDa variant and seed, from `from_round` on: the (client, round) cell with the lowest own-domain
+    share as a multiple of its pool's base rate, and how many cells reach `factor` times theirs. Why the
+    lowest: the bar a domain-adaptive filter must clear is for every client, not on average."""
     out = {}
     for label, entry in results.items():
         per_seed = []
@@ -153,10 +159,10 @@ def own_share_summary(results: dict, from_round: int = 2, factor: float = 2.0) -
             cells = [c for c in run.get("own_shares", []) if c["round"] >= from_round and c["base"] > 0]
             if cells:
                 ratios = [c["share"] / c["base"] for c in cells]
+                worst = cells[ratios.index(min(ratios))]
                 of_possible = [c["share"] / c["possible"] for c in cells if c.get("possible")]
-                per_seed.append(SeedOwnShare(run["seed"], min(ratios), min(c["share"] for c in cells),
-                                             sum(x >= factor for x in ratios), len(cells),
-                                             statistics.fmean(c["base"] for c in cells),
+                per_seed.append(SeedOwnShare(run["seed"], min(ratios), worst["client"], worst["round"], worst["share"],
+                                             worst["base"], sum(x >= factor for x in ratios), len(cells),
                                              min(of_possible) if len(of_possible) == len(cells) else None))
         if per_seed:
             out[label] = per_seed
