@@ -117,6 +117,12 @@ def server_domain_grids(
     return grids
 
 
+def _own_share_cell(p: SeedOwnShare) -> str:
+    possible = "" if p.of_possible is None else f"; lowest {p.of_possible:.2f} of possible"
+    return (f"{p.min_ratio:.1f}× ({p.client} round {p.round}: {p.share:.2f}, base {p.base:.2f}{possible}); "
+            f"{p.reached}/{p.cells} ≥ 2×")
+
+
 def own_share_grid(summary: dict[str, list[SeedOwnShare]], code: bool = False) -> tuple[list[str], list[list[str]]]:
     q = "`" if code else ""
     seeds = sorted({p.seed for rows in summary.values() for p in rows})
@@ -124,12 +130,7 @@ def own_share_grid(summary: dict[str, list[SeedOwnShare]], code: bool = False) -
     body = []
     for label, rows in summary.items():
         by_seed = {p.seed: p for p in rows}
-        body.append([f"{q}{label}{q}"] + [
-            "–" if s not in by_seed else
-            f"{by_seed[s].min_ratio:.1f}× ({by_seed[s].client} round {by_seed[s].round}: {by_seed[s].share:.2f}, "
-            f"base {by_seed[s].base:.2f}"
-            f"{'' if by_seed[s].of_possible is None else f'; lowest {by_seed[s].of_possible:.2f} of possible'}); "
-            f"{by_seed[s].reached}/{by_seed[s].cells} ≥ 2×" for s in seeds])
+        body.append([f"{q}{label}{q}"] + ["–" if s not in by_seed else _own_share_cell(by_seed[s]) for s in seeds])
     return header, body
 
 
