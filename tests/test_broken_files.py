@@ -113,6 +113,24 @@ def test_a_checkpoint_from_another_config_is_refused_but_runtime_and_unread_keys
     assert max(r["round"] for r in rows) == 1
 
 
+def test_a_finished_run_is_extended_by_rounds_to_the_numbers_of_a_longer_run_and_never_cut(one_round_run, tiny_config_dict):
+    """`rounds` only bounds the loop: `--resume --set rounds=2` on a finished one-round run continues it (the
+    saved config with the override) and ends where a two-round run ends; a checkpoint past `rounds` is refused."""
+    cfg, out = one_round_run
+    longer = _copy(out, "longer")
+    res = cli.invoke(app, ["run", "--out", str(longer), "--resume", "--set", "rounds=2", "--set", "runtime.threads=1"])
+    assert res.exit_code == 0, res.output
+    assert yaml.safe_load((longer / "config.yaml").read_text())["rounds"] == 2
+    full = Runner(config_from_dict({**tiny_config_dict, "rounds": 2}), out.parent / "full").run()
+    assert _key([json.loads(line) for line in (longer / "metrics.jsonl").read_text().splitlines()]) == _key(full)
+    shorter = cfg.model_copy(deep=True)
+    shorter.rounds = 0
+    before = _files(out)
+    with pytest.raises(CheckpointError, match=r"is of round 1, past rounds=0: a run can be extended by --resume, not cut"):
+        Runner(shorter, out).run(resume=True)
+    assert _files(out) == before
+
+
 def _rewrite_saved_config(run: Path, edit) -> None:
     """The run's saved config as `edit` changes it, in the run directory and in its checkpoints (as an
     older or newer version would have written it, manifest included)."""

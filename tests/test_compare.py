@@ -176,10 +176,10 @@ def test_compare_cli_rejects_bad_input_in_one_line(tmp_path, tiny_config_dict):
     # an existing run of another config is not silently reused
     saved = tmp_path / "c" / "distill" / "seed-0"
     saved.mkdir(parents=True)
-    other = {**tiny_config_dict, "rounds": 5}
+    other = {**tiny_config_dict, "data": {**tiny_config_dict["data"], "public": 61}}
     saved.joinpath("config.yaml").write_text(yaml.safe_dump(other))
     res = runner.invoke(app, [*base, "--methods", "distill"])
-    assert res.exit_code == 2 and "holds a run of another config (rounds: 5 -> 2)" in one_line(res.output)
+    assert res.exit_code == 2 and "holds a run of another config (data.public: 61 -> 60)" in one_line(res.output)
 
 
 def test_compare_end_to_end_then_reuses_finished_runs(tmp_path, tiny_config_dict):
@@ -616,3 +616,18 @@ def test_server_per_domain_tables_show_final_gain_and_paired_difference():
     assert h1 == ["method", "n", "add % (gain)", "mul % (gain)"]
     assert b1[1] == ["fedmkt+lada", "2", "90.0 ± 0.0 (+0.0 ± 0.0)", "65.0 ± 7.1 (+25.0 ± 7.1)"]
     assert b2 == [["fedmkt+lada − fedmkt", "2", "+5.0 ± 7.1 (+0.0 / +10.0; mixed)", "+20.0 ± 14.1 (+10.0 / +30.0; higher)"]]
+
+
+def test_a_scenario_with_more_rounds_extends_its_finished_runs_and_one_with_fewer_is_refused(tmp_path, tiny_config_dict):
+    """A finished two-round run (RUN_A) under a three-round scenario is continued with --resume to the new
+    count, not redone; under a one-round scenario it would be cut, so the plan refuses it by name."""
+    scenario = tiny_yaml(tmp_path, tiny_config_dict)
+    out = tmp_path / "cmp"
+    [job] = plan(scenario, [cmp.Variant.method("distill")], [0], [], out, 1)
+    write_fake_run(job.dir, job.cfg, rows_of(RUN_A))
+    assert job.state() == "done"
+    [longer] = plan(scenario, [cmp.Variant.method("distill")], [0], ["rounds=3"], out, 1)
+    assert longer.state() == "partial"
+    assert schedule.command(longer)[-4:] == ["--out", str(job.dir), "--resume", "--set=rounds=3"]
+    with pytest.raises(ConfigError, match=r"holds a run of 2 rounds, more than rounds=1; pass another --out"):
+        plan(scenario, [cmp.Variant.method("distill")], [0], ["rounds=1"], out, 1)

@@ -63,9 +63,10 @@ def accuracy_table(rows: list[dict], title: str) -> Table:
 
 
 def resolve_run(config: Optional[str], overrides: list[str], out: Optional[Path], resume: bool) -> tuple[RunConfig, Path]:
-    """The run's config (checked against its method) and directory; with `resume`, the saved config,
-    which a given CONFIG/--set may only restate where it could change the results
-    (`fedlada.methods.results_difference`: not `runtime`, nor keys the method never reads)."""
+    """The run's config (checked against its method) and directory; with `resume`, the saved config, with
+    the --set overrides applied to it when no CONFIG is given; where they could change the results
+    (`fedlada.methods.results_difference`: not `rounds`, `runtime`, nor keys the method never reads), refused.
+    So `--resume --set rounds=5` extends a finished three-round run."""
     import yaml
 
     from fedlada.methods import check, results_difference  # the hosts and models: only once a run is asked for
@@ -78,13 +79,12 @@ def resolve_run(config: Optional[str], overrides: list[str], out: Optional[Path]
             saved = check(config_from_dict(yaml.safe_load(saved_path.read_text()) or {}))
         except (ConfigError, yaml.YAMLError) as err:
             raise ConfigError(f"--resume: {saved_path} is not a valid config ({str(err).splitlines()[0]})") from None
-        if config or overrides:
-            diff = results_difference(saved, cfg)
-            if diff:
-                raise ConfigError(f"--resume: the given config differs from {saved_path} ({diff}); drop CONFIG/--set "
-                                  "to resume it as saved")
-        else:
-            cfg = saved
+        if not config:
+            cfg = check(load_config(str(saved_path), overrides))
+        diff = results_difference(saved, cfg)
+        if diff:
+            raise ConfigError(f"--resume: the given config differs from {saved_path} ({diff}); drop CONFIG/--set "
+                              "to resume it as saved")
     elif not resume and (out / "metrics.jsonl").exists():
         raise ConfigError(f"{out} already holds a run; pass --resume to continue it or --out for a new directory")
     return cfg, out

@@ -39,11 +39,12 @@ UP_DIRECTION = {"host_up", "up_loss", "up_reward", "up_budget", "up_min_pairs", 
 def results_difference(saved: RunConfig, wanted: RunConfig) -> str | None:
     """The first key, as `key: saved -> wanted`, where the two configs could give different results; None
     if they cannot. A resumed run and a reused compare run are held to it, so that neither refuses a change
-    the method never reads: the runtime settings, the server's transfer rate and LaDa's up-direction
-    settings where the method never trains the server, LaDa's settings where the method has no LaDa, and
-    LaDa's reward and EE-Net's cold start under a fixed selection rule (oracle, random, loss, none: the
-    reward is only logged)."""
-    exclude: dict = {"runtime": True}
+    the method never reads: the number of rounds (it only bounds the loop, so a run's first rounds are those
+    of a longer one: a finished run may be extended; the runner refuses to cut one), the runtime settings,
+    the server's transfer rate and LaDa's up-direction settings where the method never trains the server,
+    LaDa's settings where the method has no LaDa, and LaDa's reward and EE-Net's cold start under a fixed
+    selection rule (oracle, random, loss, none: the reward is only logged)."""
+    exclude: dict = {"runtime": True, "rounds": True}
     lada: set[str] = set()
     if not METHODS[wanted.method].server_learns:
         exclude["server"] = {"transfer_lr"}

@@ -200,6 +200,9 @@ class Runner:
         if path is None:
             return -1
         done = self._verify_checkpoint(path)
+        if done > self.cfg.rounds:
+            raise CheckpointError(f"checkpoint {path} is of round {done}, past rounds={self.cfg.rounds}: a run can be "
+                                  f"extended by --resume, not cut; resume with rounds >= {done}")
         try:
             self.server.load(path / "server")
             self.channel.load_clients(path, done)

@@ -151,8 +151,8 @@ class Job:
         return f"{self.variant.label} seed {self.seed}"
 
     def state(self) -> str:
-        """done (done.json, or metrics up to the last round) | partial (continue with --resume) | new."""
-        if (self.dir / DONE).exists() or finished_round(self.dir) == self.cfg.rounds:
+        """done (metrics up to the last round) | partial (continue with --resume, also to more rounds) | new."""
+        if finished_round(self.dir) == self.cfg.rounds:
             return "done"
         has = (self.dir / "metrics.jsonl").exists() and (self.dir / "config.yaml").exists()
         return "partial" if has else "new"
@@ -187,5 +187,8 @@ def plan(
                 diff = results_difference(config_from_dict(yaml.safe_load(saved.read_text())), cfg)
                 if diff:
                     raise ConfigError(f"{d} holds a run of another config ({diff}); pass another --out or remove it")
+                if finished_round(d) > cfg.rounds:
+                    raise ConfigError(f"{d} holds a run of {finished_round(d)} rounds, more than rounds={cfg.rounds}; "
+                                      "pass another --out or remove it")
             jobs.append(Job(v, s, d, cfg, scenario, sets))
     return jobs

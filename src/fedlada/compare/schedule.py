@@ -49,7 +49,7 @@ def wall_seconds(d: Path) -> Optional[float]:
 def command(job: Job) -> list[str]:
     base = [sys.executable, "-m", "fedlada.cli", "run"]
     if job.state() == "partial":
-        return [*base, "--out", str(job.dir), "--resume"]
+        return [*base, "--out", str(job.dir), "--resume", f"--set=rounds={job.cfg.rounds}"]  # rounds: maybe more
     return [*base, str(job.scenario), *(f"--set={s}" for s in job.sets), "--out", str(job.dir)]
 
 

@@ -25,7 +25,7 @@ checkpointed round's snapshot; a node that does not hold that very snapshot (pru
 written by another attempt at the round) is refused with one line, never mixed in.
 
 `<run>` is the name of the server's run directory, so two runs never share a state and a resumed
-run finds its own. `<client-k>/run.json` holds a fingerprint of the config (all but `runtime`),
+run finds its own. `<client-k>/run.json` holds a fingerprint of the config (all but `runtime` and `rounds`),
 written at round 0: a state directory left by another run under the same name is refused with one
 clear error instead of being mixed in (sent back as a `NodeError` reply, so that the server can print
 it as that one line). The client's data is rebuilt from the config
@@ -190,7 +190,8 @@ class Node:
     def fingerprint(self) -> str:
         from fedlada.federation.participants import fingerprint
 
-        return fingerprint(self.cfg.model_dump(mode="json", by_alias=True, exclude={"runtime"}))
+        # not `rounds`: it only bounds the loop, and a resumed run may be extended (fedlada.methods.results_difference)
+        return fingerprint(self.cfg.model_dump(mode="json", by_alias=True, exclude={"runtime", "rounds"}))
 
     def _check_run(self) -> None:
         marker = self.root / "run.json"
