@@ -187,8 +187,9 @@ def plan(
                 diff = results_difference(config_from_dict(yaml.safe_load(saved.read_text())), cfg)
                 if diff:
                     raise ConfigError(f"{d} holds a run of another config ({diff}); pass another --out or remove it")
-                if finished_round(d) > cfg.rounds:
-                    raise ConfigError(f"{d} holds a run of {finished_round(d)} rounds, more than rounds={cfg.rounds}; "
+                reached = finished_round(d)
+                if reached > cfg.rounds:
+                    raise ConfigError(f"{d} holds a run of {reached} rounds, more than rounds={cfg.rounds}; "
                                       "pass another --out or remove it")
             jobs.append(Job(v, s, d, cfg, scenario, sets))
     return jobs
