@@ -26,9 +26,9 @@ def lada_config(tiny_config_dict, teacher_half_right):
     return tiny_config_dict
 
 
-@pytest.mark.parametrize("reward, low", [("nll_drop", 0.0), ("heldout", -1.0)])
-def test_distill_lada_logs_every_selection_with_a_reward(lada_config, tmp_path, reward, low):
-    lada_config["lada"]["reward"] = reward
+@pytest.mark.parametrize("reward, low, embedding_dim", [("nll_drop", 0.0, 16), ("heldout", -1.0, 16), ("heldout", -1.0, 0)])
+def test_distill_lada_logs_every_selection_with_a_reward(lada_config, tmp_path, reward, low, embedding_dim):
+    lada_config["lada"] |= {"reward": reward, "embedding_dim": embedding_dim}
     cfg = config_from_dict(lada_config)
     Runner(cfg, tmp_path / "run").run()
     sel = _lines(tmp_path / "run" / "selections.jsonl")
@@ -38,7 +38,7 @@ def test_distill_lada_logs_every_selection_with_a_reward(lada_config, tmp_path, 
             assert len(rows) == 6 and {r["direction"] for r in rows} == {"down"}
             assert len({r["sample_id"] for r in rows}) == 6  # distinct samples
             for r in rows:
-                assert low <= r["reward"] <= 1.0 and len(r["features"]) == 6 + cfg.lada.embedding_dim
+                assert low <= r["reward"] <= 1.0 and len(r["features"]) == 6 + embedding_dim
                 assert isinstance(r["own_domain"], bool)
                 assert r["f1"] is not None and r["f2"] is not None
                 assert r["teacher_correct"]  # the filter chooses among correct server paths only

@@ -205,7 +205,9 @@ class LadaConfig(_Strict):
         0.0, ge=0, description="DPO-Positive remedy: margin minus anchor * the drop of the chosen path's "
         "log-prob below the frozen learner's; 0 = off"
     )
-    embedding_dim: int = Field(16, gt=0, description="random projection of question embeddings")
+    embedding_dim: int = Field(
+        16, ge=0, description="random projection of the learner's question embedding fed to the filter; 0 = the scalar features only"
+    )
     student_temperature: float = Field(0.0, ge=0, description="learner paths (rejected side); 0 = greedy")
     contrast: Literal["path", "divergence"] = Field(
         "path", description="what DARD's contrastive term scores: whole paths, or (a remedy) only the steps "

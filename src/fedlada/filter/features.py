@@ -35,7 +35,7 @@ class QuestionEmbedder:
         centroid = lm.mean_hidden(own_prompts).mean(0)
         self.centroid = centroid / (np.linalg.norm(centroid) + 1e-8)
         rng = np.random.default_rng(derive_seed(seed, name, "projection"))
-        self.projection = rng.standard_normal((len(centroid), dim)) / np.sqrt(dim)
+        self.projection = rng.standard_normal((len(centroid), dim)) / np.sqrt(max(dim, 1))
 
     def __call__(self, prompts: list[str]) -> tuple[np.ndarray, np.ndarray]:
         h = self.lm.mean_hidden(prompts)
