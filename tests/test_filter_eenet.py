@@ -161,3 +161,28 @@ def test_features_are_scaled_within_each_pool():
         np.testing.assert_allclose(state["pool_std"], later.std(0), rtol=1e-12)
         np.testing.assert_allclose(state["replay_x"], (first[s.indices] - first.mean(0)) / first.std(0), rtol=1e-12)
     np.testing.assert_array_equal(picks[0], picks[1])
+
+
+def test_nets_read_only_the_leading_columns_when_told():
+    """With `net_inputs=2` the nets score a pool by its first two columns only: replacing every later
+    column (the question embedding) leaves the learned ranking unchanged, while k-means, the cold start,
+    still reads them; the replay keeps only what the nets read, and state round-trips."""
+    rng = np.random.default_rng(5)
+    first, later = rng.normal(size=(40, 5)), rng.normal(size=(30, 5))
+    noisy = later.copy()
+    noisy[:, 2:] = rng.normal(scale=50.0, size=(30, 3))
+    rewards = rng.uniform(size=6)
+    sel = make_selector("eenet", 5, seed=0, alpha=0.1, net_inputs=2)
+    cold = sel.select(first, 6).indices
+    sel.update(first[cold], rewards)
+    state = sel.state_dict()
+    assert state["replay_x"].shape == (6, 2) and sel.f1.W1.shape[1] == 2
+    ranked = [make_selector("eenet", 5, seed=0, alpha=0.1, net_inputs=2) for _ in range(2)]
+    for r in ranked:
+        r.load_state_dict(state)
+    np.testing.assert_array_equal(ranked[0].select(later, 8).indices, ranked[1].select(noisy, 8).indices)
+    blind = first.copy()
+    blind[:, 2:] = rng.normal(scale=50.0, size=(40, 3))
+    assert set(make_selector("eenet", 5, seed=0, alpha=0.1, net_inputs=2).select(blind, 6).indices) != set(cold)
+    with pytest.raises(ValueError, match="net_inputs"):
+        make_selector("eenet", 5, seed=0, alpha=0.1, net_inputs=6)

@@ -137,3 +137,12 @@ def test_a_path_that_reproduces_private_text_never_leaves_the_client(lada_config
     assert secret not in encode(offer).decode("utf-8", "replace")
     report = client.handle(References(1, []))
     assert len(report.picks) == 8 and report.values["dard/pairs"] >= 8  # all 8 still contrasted (+ own-data pairs)
+
+
+def test_net_features_scalars_feeds_the_nets_the_six_scalars(lada_config):
+    from fedlada.lada.transfer import selector_for
+
+    lada_config["lada"]["net_features"] = "scalars"
+    cfg = config_from_dict(lada_config)
+    sel = selector_for(cfg, None, "client-0", "filter_down")
+    assert (sel.net_inputs, sel.n_features) == (6, 6 + cfg.lada.embedding_dim)

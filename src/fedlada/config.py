@@ -196,6 +196,10 @@ class LadaConfig(_Strict):
         "kmeans", description="eenet's first round, before any reward: kmeans = one pick per k-means cluster of the "
         "features (diverse); lowest_nll = the paths the learner already finds most likely (the learnability prior)"
     )
+    net_features: Literal["all", "scalars"] = Field(
+        "all", description="what eenet's nets read: every feature, or the six scalars only (the question "
+        "embedding drifts as the learner trains); the k-means cold start reads every feature either way"
+    )
     alpha: float = Field(0.1, ge=0, description="exploration weight in f1 + alpha * f2")
     beta: float = Field(0.1, gt=0, description="DARD inverse temperature")
     lambda_: float = Field(1.0, ge=0, alias="lambda", description="weight of the SFT term on y+")

@@ -190,14 +190,16 @@ def make_selector(
     steps: int = 50,
     replay: int = 4096,
     cold_start: Literal["kmeans", "lowest_nll"] = "kmeans",
+    net_inputs: int | None = None,
 ) -> Selector:
-    """The selector of an ablation config. `alpha`, `hidden`, `lr`, `steps`, `replay` and `cold_start` only concern
-    `eenet` (see `EENetSelector`); the baselines accept and ignore them so one call site serves all."""
+    """The selector of an ablation config. `alpha`, `hidden`, `lr`, `steps`, `replay`, `cold_start` and `net_inputs`
+    only concern `eenet` (see `EENetSelector`); the baselines accept and ignore them so one call site serves all."""
     if kind == "eenet":
         from fedlada.filter.eenet import EENetSelector  # eenet imports this module
 
         return EENetSelector(
-            n_features, seed=seed, alpha=alpha, hidden=hidden, lr=lr, steps=steps, replay=replay, cold_start=cold_start
+            n_features, seed=seed, alpha=alpha, hidden=hidden, lr=lr, steps=steps, replay=replay, cold_start=cold_start,
+            net_inputs=net_inputs,
         )
     if kind == "random":
         return RandomSelector(n_features, seed=seed)

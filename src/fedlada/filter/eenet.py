@@ -158,7 +158,8 @@ class EENetSelector:
     """`alpha` weighs exploration (EE-Net's w: the reference uses 0.1 early, 0.01 later); `hidden` is
     both nets' width; `lr` Adam's step size; `steps` Adam steps per update; `replay` the number of
     most recent observations kept for training; `cold_start` the rule of the first `select`, before any
-    reward (module docstring)."""
+    reward (module docstring); `net_inputs` how many leading feature columns the nets read (None: all; the
+    cold start's k-means reads all either way)."""
 
     name = "eenet"
 
@@ -173,11 +174,15 @@ class EENetSelector:
         steps: int = 50,
         replay: int = 4096,
         cold_start: Literal["kmeans", "lowest_nll"] = "kmeans",
+        net_inputs: int | None = None,
     ):
         self.n_features, self.alpha, self.cold_start = n_features, alpha, cold_start
+        self.net_inputs = n_features if net_inputs is None else net_inputs
+        if not 0 < self.net_inputs <= n_features:
+            raise ValueError(f"net_inputs: {net_inputs} of {n_features} features")
         self.lr, self.steps, self.replay = lr, steps, replay
         self._rng = np.random.default_rng(seed)
-        self.f1 = MLP(n_features, hidden, self._rng)
+        self.f1 = MLP(self.net_inputs, hidden, self._rng)
         # np.array_split's blocks: contiguous, sizes differ by at most one
         n_params = self.f1.theta.size
         g_dim = min(GRAD_DIM, n_params)
@@ -187,7 +192,7 @@ class EENetSelector:
         self.f2 = MLP(g_dim, hidden, self._rng)
         self._pool_mean = np.zeros(n_features)  # the last select's pool: how its picks are scaled
         self._pool_std = np.ones(n_features)
-        self._x = np.zeros((0, n_features))
+        self._x = np.zeros((0, self.net_inputs))
         self._r = np.zeros(0)
         self._g = np.zeros((0, len(self._block_sizes)))
         self._res = np.zeros(0)
@@ -203,7 +208,7 @@ class EENetSelector:
         return (x - self._pool_mean) / self._pool_std
 
     def _f1_and_g(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        f, flat = self.f1.param_grad(x)
+        f, flat = self.f1.param_grad(x[:, : self.net_inputs])
         return f, np.add.reduceat(flat, self._block_starts, axis=1) / self._block_sizes
 
     def _fit(self, x: np.ndarray) -> tuple[float, float]:
@@ -259,7 +264,7 @@ class EENetSelector:
         with threadpool_limits(1):
             f1, g = self._f1_and_g(x)
         cap = self.replay
-        self._x = np.concatenate([self._x, x])[-cap:]
+        self._x = np.concatenate([self._x, x[:, : self.net_inputs]])[-cap:]
         self._r = np.concatenate([self._r, r])[-cap:]
         self._g = np.concatenate([self._g, g])[-cap:]
         self._res = np.concatenate([self._res, r - f1])[-cap:]
@@ -302,7 +307,7 @@ class EENetSelector:
         self._rng.bit_generator.state = state["rng"]
         self._pool_mean = np.array(state["pool_mean"], dtype=np.float64)
         self._pool_std = np.array(state["pool_std"], dtype=np.float64)
-        self._x = np.array(state["replay_x"], dtype=np.float64).reshape(-1, self.n_features)
+        self._x = np.array(state["replay_x"], dtype=np.float64).reshape(-1, self.net_inputs)
         self._r = np.array(state["replay_r"], dtype=np.float64)
         self._g = np.array(state["replay_g"], dtype=np.float64).reshape(-1, len(self._block_sizes))
         self._res = np.array(state["replay_res"], dtype=np.float64)

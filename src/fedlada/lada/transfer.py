@@ -27,7 +27,7 @@ from fedlada.data.answers import is_correct
 from fedlada.distill import PathRecord, build_pairs, local_pairs
 from fedlada.distill.trainer import Ref, TextPair, train_dard
 from fedlada.filter import Selection, make_selector
-from fedlada.filter.features import QuestionEmbedder, feature_matrix, n_features
+from fedlada.filter.features import NAMES, QuestionEmbedder, feature_matrix, n_features
 from fedlada.filter.reward import heldout_alignment_reward, learnability_reward
 from fedlada.seeding import derive_seed
 
@@ -102,7 +102,8 @@ class Pending:
 def selector_for(cfg: RunConfig, state: dict | None, who: str, key: str):
     """The filter of one (pair, direction), restored from its saved state when there is one."""
     sel = make_selector(cfg.lada.filter, n_features(cfg.lada.embedding_dim), seed=derive_seed(cfg.seed, who, key),
-                        alpha=cfg.lada.alpha, cold_start=cfg.lada.cold_start)
+                        alpha=cfg.lada.alpha, cold_start=cfg.lada.cold_start,
+                        net_inputs=len(NAMES) if cfg.lada.net_features == "scalars" else None)
     if state:
         sel.load_state_dict(state)
     return sel
