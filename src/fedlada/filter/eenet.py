@@ -42,6 +42,10 @@ Choices the paper leaves open, fixed here:
   (round-2 own-domain share of the top 300 per client, seeds 0 / 1 / 2): 0.80 0.82 0.58 / 0.99 0.99
   0.48 / 0.94 0.85 0.55 (mean 0.78) against 0.67 0.93 0.20 / 0.55 1.00 0.32 / 0.53 0.96 0.25 (mean
   0.60) with the running scaler.
+- The nets read every feature, the question embedding included, by default. Replayed from round 1's
+  state (benchmarks/filter_features.py) they found the own domain in round 2 more often on the six
+  scalars alone, but whole runs on `standard` did not (docs/results.md), so `net_inputs` (the leading
+  columns the nets read; `lada.net_features=scalars`) stays an ablation.
 - Each update runs a fixed number of Adam steps on random minibatches of the (capped, most recent)
   replay: the cost per round stays flat as the history grows, and early rounds, whose replay is a few
   rows, still get enough steps. The nets are warm-started across rounds, the optimizer is fresh per
