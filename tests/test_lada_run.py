@@ -6,6 +6,7 @@ import pytest
 from conftest import run_cut_after_round_one
 
 from fedlada.config import config_from_dict
+from fedlada.lada.transfer import selector_for
 from fedlada.runner import Runner
 from fedlada.report import write_report
 
@@ -140,8 +141,6 @@ def test_a_path_that_reproduces_private_text_never_leaves_the_client(lada_config
 
 
 def test_net_features_scalars_feeds_the_nets_the_six_scalars(lada_config):
-    from fedlada.lada.transfer import selector_for
-
     lada_config["lada"]["net_features"] = "scalars"
     cfg = config_from_dict(lada_config)
     sel = selector_for(cfg, None, "client-0", "filter_down")
