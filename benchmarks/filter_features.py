@@ -23,12 +23,13 @@ from fedlada.filter.eenet import EENetSelector
 from fedlada.filter.features import NAMES
 from fedlada.report import markdown_table
 
+
 def feature_sets(n_cols: int) -> dict[str, list[int]]:
     """Column subsets of filter/features.py's layout: the six scalars, then the embedding."""
     scalars = list(range(len(NAMES)))
     return {
         "every feature (the default)": list(range(n_cols)),
-        "scalars only (`lada.embedding_dim=0`)": scalars,
+        "scalars only (`lada.net_features=scalars`)": scalars,
         "scalars without affinity": [i for i in scalars if NAMES[i] != "affinity"],
         "learner NLL only": [NAMES.index("learner_nll")],
         "affinity and embedding only": [NAMES.index("affinity"), *range(len(NAMES), n_cols)],
